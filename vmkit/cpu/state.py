@@ -1,0 +1,84 @@
+"""Hart state as flat numpy arrays, and the exit protocol of `run`.
+
+A hart is a handful of arrays that the numba core reads and writes directly
+(mini-rv32ima's flat struct, KVM's `kvm_run`):
+
+- ``x``   int64[32]   integer registers (x[0] is kept at 0)
+- ``f``   int64[32]   floating-point registers, raw IEEE bits (singles NaN-boxed)
+- ``csr`` int64[4096] CSR storage indexed by CSR number (see csrs.py); only
+          the implemented ones are meaningful, access checks live in csr.py
+- ``st``  int64[ST_SIZE] everything else: pc, privilege, timer, exit record
+
+All values are signed int64 because numba promotes mixed int64/uint64
+arithmetic to float; the core casts to uint64 only for unsigned operations.
+"""
+
+import numpy as np
+
+# --- indices into st ---------------------------------------------------------------
+PC = 0
+PRIV = 1              # current privilege level (csrs.PRV_*)
+MTIME = 2             # CLINT mtime (ticks of the 10 MHz timebase)
+MTIMECMP = 3          # CLINT mtimecmp for hart 0
+MSIP = 4              # CLINT msip for hart 0 (0 or 1)
+RESERVATION = 5       # LR/SC reservation address, -1 when none
+INSTRET = 6           # instructions retired (drives minstret/mcycle)
+WFI = 7               # 1 while the hart sits in WFI
+EXTERNAL_IRQ = 8      # mip bits driven by the PLIC from Python (MEIP, SEIP)
+# Deterministic clock: mtime advances by one tick every TICK_INSTRUCTIONS
+# retired instructions.  Host clock: Python sets MTIME at each exit and the
+# core interpolates with the same ratio in between.
+TICK_INSTRUCTIONS = 9
+TICK_REMAINDER = 10   # instructions retired since the last tick
+# Exit record, filled by the core when run() returns EXIT_MMIO.
+MMIO_ADDR = 11        # physical address
+MMIO_SIZE = 12        # 1, 2, 4 or 8 bytes
+MMIO_IS_STORE = 13    # 1 for a store, 0 for a load
+MMIO_VALUE = 14       # value to store / value loaded (written by Python)
+MMIO_RD = 15          # destination register of a load
+MMIO_SIGNED = 16      # 1 when the load sign-extends
+MMIO_FP = 17          # 1 when rd is a floating-point register (flw/fld)
+MMIO_NEXT_PC = 18     # pc of the instruction after the access
+HALT_CODE = 19        # finisher value for EXIT_HALT
+RAM_BASE = 20         # guest-physical base of RAM (0x8000_0000 on virt)
+RAM_SIZE = 21
+TRAP_PENDING = 22     # internal: an exception was raised by the current instruction
+TRAP_CAUSE = 23
+TRAP_TVAL = 24
+TRACE_COUNT = 25      # tracing: instructions left to trace (0 = off)
+BREAK_PC = 26         # EXIT_BREAK when pc reaches this (-1 = none)
+LAST_INSN = 27        # raw bits of the instruction being executed
+TLB_FLUSH = 28        # internal: set by CSR writes that invalidate the TLBs
+ST_SIZE = 32
+
+# --- exit reasons -----------------------------------------------------------------
+EXIT_BUDGET = 0       # instruction budget spent
+EXIT_MMIO = 1         # load/store to a non-RAM, non-CLINT physical address
+EXIT_WFI = 2          # hart idle: nothing pending and enabled
+EXIT_HALT = 3         # power-off/reboot request (HALT_CODE)
+EXIT_BREAK = 4        # pc reached BREAK_PC
+EXIT_TRACE = 5        # one instruction executed in trace mode
+
+# --- TLBs ---------------------------------------------------------------------------
+TLB_SIZE = 256        # direct-mapped entries per TLB
+TLB_INVALID = 1 << 62  # no virtual page number is this large
+TLB_FETCH = 0
+TLB_LOAD = 1
+TLB_STORE = 2
+
+
+def new_state(ram_size: int, ram_base: int = 0x8000_0000):
+    """Allocate the arrays of one hart; returns (x, f, csr, st, tlb_tag, tlb_off)."""
+    x = np.zeros(32, dtype=np.int64)
+    f = np.zeros(32, dtype=np.int64)
+    csr = np.zeros(4096, dtype=np.int64)
+    st = np.zeros(ST_SIZE, dtype=np.int64)
+    st[RAM_BASE] = ram_base
+    st[RAM_SIZE] = ram_size
+    st[RESERVATION] = -1
+    st[BREAK_PC] = -1
+    st[TICK_INSTRUCTIONS] = 100
+    # tlb_tag[kind, i] = virtual page number; tlb_off[kind, i] = RAM offset of the page
+    tlb_tag = np.full((3, TLB_SIZE), TLB_INVALID, dtype=np.int64)
+    tlb_off = np.zeros((3, TLB_SIZE), dtype=np.int64)
+    return x, f, csr, st, tlb_tag, tlb_off
