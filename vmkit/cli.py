@@ -1,0 +1,118 @@
+"""The `vmkit` command line.
+
+`vmkit run` works alone, without a daemon, like qemu-system-riscv64:
+    vmkit run                                   boot the default Debian image
+    vmkit run --bios none --kernel prog.elf     bare-metal program in M-mode
+    vmkit run --bios fw_dynamic.bin --kernel Image --initrd initrd.img --append "console=ttyS0"
+Exit status: 0 on guest poweroff (or Ctrl-A x), the finisher's code when the
+guest reports failure, 124 on --timeout, 2 on bad options or images.
+"""
+
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="vmkit: RISC-V virtual machines written in Python.")
+
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+
+
+def _fail(message: str) -> None:
+    print(f"vmkit: error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_USAGE)
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def run(
+    bios: Optional[str] = typer.Option(None, "--bios", help="Firmware: OpenSBI fw_dynamic (.bin or ELF), or 'none' to run --kernel directly in M-mode."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="Kernel Image or ELF (loaded at 0x80200000; with --bios none, the program to run)."),
+    initrd: Optional[str] = typer.Option(None, "--initrd", help="Initial ramdisk."),
+    append: Optional[str] = typer.Option(None, "--append", help="Kernel command line."),
+    memory: str = typer.Option("512M", "-m", "--memory", help="Guest RAM, e.g. 512M, 1G."),
+    smp: int = typer.Option(1, "--smp", help="Number of CPUs (only 1 is supported yet)."),
+    console: str = typer.Option("stdio", "--console", help="stdio, file:PATH or none."),
+    clock: str = typer.Option("host", "--clock", help="host (real time) or deterministic (time advances with instructions; runs repeat exactly)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after this many seconds (exit status 124)."),
+    max_instructions: Optional[int] = typer.Option(None, "--max-instructions", help="Stop after this many guest instructions (exit status 124)."),
+    trace: Optional[int] = typer.Option(None, "--trace", help="Print the first N instructions (pc, bits, disassembly, register written) to stderr."),
+    trace_after: Optional[str] = typer.Option(None, "--trace-after", help="With --trace: start tracing when pc reaches this address (hex)."),
+    dumpdtb: Optional[str] = typer.Option(None, "--dumpdtb", help="Write the generated device tree blob to this file."),
+    stats: bool = typer.Option(False, "--stats", help="Print instructions, time and MIPS to stderr at exit."),
+):
+    """Boot a virtual machine (the default image when no --kernel/--bios is given)."""
+    from vmkit.machine.board import Machine, MachineConfig, MachineError, parse_memory
+    from vmkit.machine.console import Console, ConsoleError
+    from vmkit.machine.loader import LoadError
+
+    try:
+        mem = parse_memory(memory)
+        if bios is None and kernel is None:
+            from vmkit.images import ImageError, default_image_paths
+            try:
+                k, fw, rd, default_append = default_image_paths()
+            except ImageError as e:
+                _fail(str(e))
+            bios, kernel = str(fw), str(k)
+            initrd = initrd or str(rd)
+            append = append if append is not None else default_append
+        cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
+                            smp=smp, clock=clock, dtb_out=dumpdtb)
+        con = Console(console)
+        machine = Machine(cfg, con)
+    except (MachineError, LoadError, ConsoleError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or ''}: {e.strerror}")
+
+    con.start()
+    try:
+        halted = None
+        if trace:
+            from vmkit.cpu import state as S
+            from vmkit.machine.tracer import trace as run_trace
+            if trace_after:
+                try:
+                    machine.hart.st[S.BREAK_PC] = int(trace_after, 16)
+                except ValueError:
+                    _fail(f"--trace-after {trace_after!r}: not a hex address")
+                r = machine.run(timeout=timeout, max_instructions=max_instructions)
+                machine.hart.st[S.BREAK_PC] = -1
+                if r.reason != "break":
+                    halted = r
+            if halted is None:
+                reason = run_trace(machine, trace)
+                if reason:
+                    halted = machine._result(reason, machine._halt[1], 0, 0)
+        result = halted or machine.run(timeout=timeout, max_instructions=max_instructions)
+    finally:
+        con.close()
+    if stats:
+        mips = result.instructions / result.seconds / 1e6 if result.seconds else 0.0
+        print(f"vmkit: {result.reason}: {result.instructions} instructions in {result.seconds:.2f} s "
+              f"({mips:.1f} MIPS)", file=sys.stderr)
+    if result.reason in ("timeout", "budget"):
+        print(f"vmkit: {'timeout' if result.reason == 'timeout' else 'instruction limit'} reached, stopping the guest",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_TIMEOUT)
+    if result.reason == "fail":
+        raise typer.Exit(result.exit_code or 1)
+    raise typer.Exit(0)
+
+
+def _mount_images() -> None:
+    from vmkit.images.cli import images_app
+    app.add_typer(images_app, name="images", help="Guest images: pull, ls.")
+
+
+_mount_images()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Integer computation: RV64I register/immediate ops and the M extension.
+
+RISC-V Unprivileged ISA 20191213: 2.4 (integer computational), 5.2-5.3
+(RV64I *W forms), 7 (M: multiply/divide; division by zero and overflow
+results from table 7.1).  Each function returns (legal, value); the
+interpreter raises illegal-instruction when legal is False.
+"""
+
+from vmkit.cpu.decode import INT64_MIN, funct3, funct7, imm_i, sext32, srl, ult
+from vmkit.cpu.jit import njit
+
+MASK32 = 0xFFFFFFFF
+
+
+@njit
+def mulhu(a, b):
+    """High 64 bits of the unsigned 128-bit product of two int64 bit patterns."""
+    a_lo = a & MASK32
+    a_hi = srl(a, 32)
+    b_lo = b & MASK32
+    b_hi = srl(b, 32)
+    lo_lo = a_lo * b_lo
+    hi_lo = a_hi * b_lo
+    lo_hi = a_lo * b_hi
+    hi_hi = a_hi * b_hi
+    cross = srl(lo_lo, 32) + (hi_lo & MASK32) + (lo_hi & MASK32)
+    return hi_hi + srl(hi_lo, 32) + srl(lo_hi, 32) + srl(cross, 32)
+
+
+@njit
+def mulh(a, b):
+    h = mulhu(a, b)
+    if a < 0:
+        h -= b
+    if b < 0:
+        h -= a
+    return h
+
+
+@njit
+def mulhsu(a, b):
+    h = mulhu(a, b)
+    if a < 0:
+        h -= b
+    return h
+
+
+@njit
+def div_trunc(a, b):
+    """Signed division rounding toward zero (b != 0, not MIN/-1)."""
+    q = a // b
+    if q < 0 and q * b != a:
+        q += 1
+    return q
+
+
+@njit
+def divu(a, b):
+    """Unsigned 64-bit division of bit patterns (b != 0)."""
+    if a >= 0 and b > 0:
+        return a // b
+    if b < 0:  # divisor >= 2^63: quotient is 0 or 1
+        return 1 if not ult(a, b) else 0
+    # a >= 2^63, 0 < b < 2^63: divide (a >> 1) then fix up the last bit
+    q = (srl(a, 1) // b) << 1
+    r = a - q * b
+    if not ult(r, b):
+        q += 1
+    return q
+
+
+@njit
+def m_op(f3, a, b):
+    """M extension, 64-bit forms (funct7 = 1 in OP)."""
+    if f3 == 0:  # mul
+        return a * b
+    if f3 == 1:
+        return mulh(a, b)
+    if f3 == 2:
+        return mulhsu(a, b)
+    if f3 == 3:
+        return mulhu(a, b)
+    if f3 == 4:  # div
+        if b == 0:
+            return -1
+        if a == INT64_MIN and b == -1:
+            return a
+        return div_trunc(a, b)
+    if f3 == 5:  # divu
+        if b == 0:
+            return -1
+        return divu(a, b)
+    if f3 == 6:  # rem
+        if b == 0:
+            return a
+        if a == INT64_MIN and b == -1:
+            return 0
+        return a - div_trunc(a, b) * b
+    # remu
+    if b == 0:
+        return a
+    return a - divu(a, b) * b
+
+
+@njit
+def m_op32(f3, a, b):
+    """M extension, *W forms (funct7 = 1 in OP-32)."""
+    a32 = sext32(a)
+    b32 = sext32(b)
+    if f3 == 0:  # mulw
+        return sext32(a32 * b32)
+    if f3 == 4:  # divw
+        if b32 == 0:
+            return -1
+        if a32 == -(1 << 31) and b32 == -1:
+            return a32
+        return sext32(div_trunc(a32, b32))
+    if f3 == 5:  # divuw
+        au = a & MASK32
+        bu = b & MASK32
+        if bu == 0:
+            return -1
+        return sext32(au // bu)
+    if f3 == 6:  # remw
+        if b32 == 0:
+            return a32
+        if a32 == -(1 << 31) and b32 == -1:
+            return 0
+        return sext32(a32 - div_trunc(a32, b32) * b32)
+    # remuw (f3 == 7)
+    au = a & MASK32
+    bu = b & MASK32
+    if bu == 0:
+        return a32
+    return sext32(au % bu)
+
+
+@njit
+def op_imm(insn, a):
+    """OP-IMM (opcode 0x13)."""
+    f3 = funct3(insn)
+    imm = imm_i(insn)
+    if f3 == 0:
+        return True, a + imm
+    if f3 == 1:  # slli: imm[11:6] must be 0
+        if (insn >> 26) != 0:
+            return False, 0
+        return True, a << (imm & 63)
+    if f3 == 2:
+        return True, 1 if a < imm else 0
+    if f3 == 3:
+        return True, 1 if ult(a, imm) else 0
+    if f3 == 4:
+        return True, a ^ imm
+    if f3 == 5:
+        top = (insn >> 26) & 0x3F
+        if top == 0:
+            return True, srl(a, imm & 63)
+        if top == 0x10:
+            return True, a >> (imm & 63)
+        return False, 0
+    if f3 == 6:
+        return True, a | imm
+    return True, a & imm
+
+
+@njit
+def op_imm32(insn, a):
+    """OP-IMM-32 (opcode 0x1b): addiw, slliw, srliw, sraiw."""
+    f3 = funct3(insn)
+    f7 = funct7(insn)
+    sh = (insn >> 20) & 31
+    if f3 == 0:
+        return True, sext32(a + imm_i(insn))
+    if f3 == 1 and f7 == 0:
+        return True, sext32(a << sh)
+    if f3 == 5:
+        if f7 == 0:
+            return True, sext32((a & MASK32) >> sh)
+        if f7 == 0x20:
+            return True, sext32(a) >> sh
+    return False, 0
+
+
+@njit
+def op(insn, a, b):
+    """OP (opcode 0x33): register-register ALU and M."""
+    f3 = funct3(insn)
+    f7 = funct7(insn)
+    if f7 == 0:
+        if f3 == 0:
+            return True, a + b
+        if f3 == 1:
+            return True, a << (b & 63)
+        if f3 == 2:
+            return True, 1 if a < b else 0
+        if f3 == 3:
+            return True, 1 if ult(a, b) else 0
+        if f3 == 4:
+            return True, a ^ b
+        if f3 == 5:
+            return True, srl(a, b & 63)
+        if f3 == 6:
+            return True, a | b
+        return True, a & b
+    if f7 == 0x20:
+        if f3 == 0:
+            return True, a - b
+        if f3 == 5:
+            return True, a >> (b & 63)
+        return False, 0
+    if f7 == 1:
+        return True, m_op(f3, a, b)
+    return False, 0
+
+
+@njit
+def op32(insn, a, b):
+    """OP-32 (opcode 0x3b): addw, subw, sllw, srlw, sraw and M *W."""
+    f3 = funct3(insn)
+    f7 = funct7(insn)
+    if f7 == 0:
+        if f3 == 0:
+            return True, sext32(a + b)
+        if f3 == 1:
+            return True, sext32(a << (b & 31))
+        if f3 == 5:
+            return True, sext32((a & MASK32) >> (b & 31))
+        return False, 0
+    if f7 == 0x20:
+        if f3 == 0:
+            return True, sext32(a - b)
+        if f3 == 5:
+            return True, sext32(a) >> (b & 31)
+        return False, 0
+    if f7 == 1 and (f3 == 0 or f3 >= 4):
+        return True, m_op32(f3, a, b)
+    return False, 0

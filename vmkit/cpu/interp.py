@@ -1,0 +1,387 @@
+"""The interpreter loop: run(hart arrays, ram, budget) -> exit reason.
+
+The KVM_RUN-like contract of shared/design/ARCHITECTURE.md: execute guest
+instructions until an exit (MMIO, WFI, budget, break) and return its code.
+The loop keeps pc and the instruction count in locals; the hot integer,
+branch and aligned-RAM load/store cases are handled inline, everything else
+(SYSTEM, AMO, FP, TLB misses, MMIO) in per-group functions, which keeps each
+jitted function small enough to compile quickly.
+
+Interrupts and the clock are looked at every CHECK_INTERVAL instructions, and
+immediately after anything that can change them (CSR writes, traps, stores
+through the slow path such as CLINT writes); so that timer interrupts arrive
+at the same instruction on every deterministic run, the check points depend
+only on the instruction count.
+"""
+
+import numpy as np
+
+from vmkit.cpu import csrs as C
+from vmkit.cpu import state as S
+from vmkit.cpu.alu import op, op32, op_imm, op_imm32
+from vmkit.cpu.amo import exec_amo
+from vmkit.cpu.csr import fs_dirty
+from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2, sext, sext32, ult
+from vmkit.cpu.fpu import fp_execute
+from vmkit.cpu.jit import njit
+from vmkit.cpu.memory import MEM_MMIO, MEM_TRAP, load_slow, raise_exception, store_slow
+from vmkit.cpu.mmu import ACCESS_FETCH, in_ram, tlb_fill, tlb_flush
+from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system
+from vmkit.cpu.trap import pending_interrupt, take_trap
+
+CHECK_INTERVAL = 64
+FETCH_FAULT = -1
+
+
+@njit
+def advance_clock(st, executed):
+    """Deterministic/interpolated time: one mtime tick per TICK_INSTRUCTIONS."""
+    rem = st[S.TICK_REMAINDER] + executed
+    per_tick = st[S.TICK_INSTRUCTIONS]
+    if rem >= per_tick:
+        ticks = rem // per_tick
+        st[S.MTIME] += ticks
+        rem -= ticks * per_tick
+    st[S.TICK_REMAINDER] = rem
+
+
+@njit
+def fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, vaddr):
+    """Fetch 16 instruction bits through the fetch TLB; -1 after raising a fault."""
+    vpn = vaddr >> 12
+    idx = vpn & (S.TLB_SIZE - 1)
+    if tlb_tag[ACCESS_FETCH, idx] != vpn:
+        paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_FETCH)
+        if cause >= 0:
+            raise_exception(st, cause, vaddr)
+            return FETCH_FAULT
+        if tlb_tag[ACCESS_FETCH, idx] != vpn:
+            # Not cacheable: execute from RAM through a PMP-partial page, or fault.
+            if not in_ram(st, paddr, 2):
+                raise_exception(st, C.CAUSE_FETCH_ACCESS, vaddr)
+                return FETCH_FAULT
+            return np.int64(ram16[(paddr - st[S.RAM_BASE]) >> 1])
+    return np.int64(ram16[(tlb_off[ACCESS_FETCH, idx] + (vaddr & 0xFFF)) >> 1])
+
+
+@njit
+def fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc):
+    """Fetch the instruction at pc (16 or 32 bits, maybe across pages)."""
+    lo = fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+    if lo < 0 or (lo & 3) != 3:
+        return lo
+    hi = fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, pc + 2)
+    if hi < 0:
+        return FETCH_FAULT
+    return lo | (hi << 16)
+
+
+@njit
+def load_extend(v, f3):
+    if f3 == 0:
+        return sext(v, 8)
+    if f3 == 1:
+        return sext(v, 16)
+    if f3 == 2:
+        return sext32(v)
+    return v
+
+
+@njit
+def exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, ram8, ram64, is_store):
+    """flw/fld/fsw/fsd (always through the slow path: rare in kernels).
+
+    Returns the memory status, or -1 for an illegal instruction.
+    """
+    f3 = funct3(insn)
+    if (f3 != 2 and f3 != 3) or (csr[C.MSTATUS] & C.MSTATUS_FS) == 0:
+        return -1
+    size = 4 if f3 == 2 else 8
+    if is_store:
+        addr = x[rs1(insn)] + imm_s(insn)
+        return store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size, f[rs2(insn)])
+    addr = x[rs1(insn)] + imm_i(insn)
+    status, v = load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size)
+    if status == 0:
+        if size == 4:
+            v = v | (-1 << 32)  # NaN-box (ISA vol. I, 12.2)
+        f[rd(insn)] = v
+        fs_dirty(csr)
+    return status
+
+
+@njit
+def exec_fp_op(insn, x, f, csr):
+    """OP-FP and the fused multiply-adds; False when illegal."""
+    if (csr[C.MSTATUS] & C.MSTATUS_FS) == 0:
+        return False
+    r = fp_execute(insn, x, f, (csr[C.FCSR] >> 5) & 7)
+    if r < 0:
+        return False
+    if r & 0x1F:
+        csr[C.FCSR] |= r & 0x1F
+        fs_dirty(csr)
+    if r & 0x20:
+        fs_dirty(csr)
+    return True
+
+
+@njit
+def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget):
+    """Run until an exit; returns the exit code (state.EXIT_*)."""
+    pc = st[S.PC]
+    n = 0
+    counted = 0
+    check_at = 0
+    base_instret = st[S.INSTRET]
+    break_pc = st[S.BREAK_PC]
+    if st[S.TRAP_PENDING]:  # a fault injected by Python (unclaimed MMIO)
+        st[S.TRAP_PENDING] = 0
+        pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+    exit_code = S.EXIT_BUDGET
+    while True:
+        if n >= check_at:
+            advance_clock(st, n - counted)
+            counted = n
+            if st[S.TLB_FLUSH]:
+                st[S.TLB_FLUSH] = 0
+                tlb_flush(tlb_tag)
+            irq = pending_interrupt(csr, st)
+            if irq >= 0:
+                pc = take_trap(csr, st, tlb_tag, pc, irq, 0, True)
+            if n >= budget:
+                break
+            check_at = min(n + CHECK_INTERVAL, budget)
+        if pc == break_pc:
+            exit_code = S.EXIT_BREAK
+            break
+
+        # ---- fetch ------------------------------------------------------------
+        vpn = pc >> 12
+        idx = vpn & (S.TLB_SIZE - 1)
+        raw = -1
+        if tlb_tag[0, idx] == vpn:
+            off = tlb_off[0, idx] + (pc & 0xFFF)
+            raw = np.int64(ram16[off >> 1])
+            if (raw & 3) == 3:
+                if (pc & 0xFFF) != 0xFFE:
+                    raw |= np.int64(ram16[(off >> 1) + 1]) << 16
+                else:
+                    raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+        else:
+            raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+        n += 1
+        if raw < 0:
+            st[S.TRAP_PENDING] = 0
+            pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+            check_at = n
+            continue
+        if (raw & 3) == 3:
+            insn = raw
+            npc = pc + 4
+        else:
+            insn = rvc[raw]
+            npc = pc + 2
+        opcode = insn & 0x7F
+        trap = False
+
+        # ---- execute ------------------------------------------------------------
+        if opcode == 0x13:  # OP-IMM
+            ok, v = op_imm(insn, x[rs1(insn)])
+            if not ok:
+                trap = True
+            elif rd(insn):
+                x[rd(insn)] = v
+        elif opcode == 0x03:  # LOAD
+            f3 = funct3(insn)
+            addr = x[rs1(insn)] + imm_i(insn)
+            size = 1 << (f3 & 3)
+            lvpn = addr >> 12
+            lidx = lvpn & (S.TLB_SIZE - 1)
+            if f3 == 7:
+                trap = True
+            elif tlb_tag[1, lidx] == lvpn and (addr & (size - 1)) == 0:
+                loff = tlb_off[1, lidx] + (addr & 0xFFF)
+                if f3 == 3:
+                    v = ram64[loff >> 3]
+                elif f3 == 2:
+                    v = sext32(np.int64(ram32[loff >> 2]))
+                elif f3 == 6:
+                    v = np.int64(ram32[loff >> 2])
+                elif f3 == 1:
+                    v = sext(np.int64(ram16[loff >> 1]), 16)
+                elif f3 == 5:
+                    v = np.int64(ram16[loff >> 1])
+                elif f3 == 0:
+                    v = sext(np.int64(ram8[loff]), 8)
+                else:
+                    v = np.int64(ram8[loff])
+                if rd(insn):
+                    x[rd(insn)] = v
+            else:
+                status, v = load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size)
+                check_at = n
+                if status == MEM_TRAP:
+                    st[S.TRAP_PENDING] = 0
+                    pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    continue
+                if status == MEM_MMIO:
+                    st[S.MMIO_RD] = rd(insn)
+                    st[S.MMIO_SIGNED] = 1 if f3 < 3 else 0
+                    st[S.MMIO_FP] = 0
+                    st[S.MMIO_NEXT_PC] = npc
+                    n -= 1
+                    exit_code = S.EXIT_MMIO
+                    break
+                if rd(insn):
+                    x[rd(insn)] = load_extend(v, f3)
+        elif opcode == 0x23:  # STORE
+            f3 = funct3(insn)
+            addr = x[rs1(insn)] + imm_s(insn)
+            v = x[rs2(insn)]
+            size = 1 << (f3 & 3)
+            svpn = addr >> 12
+            sidx = svpn & (S.TLB_SIZE - 1)
+            if f3 > 3:
+                trap = True
+            elif tlb_tag[2, sidx] == svpn and (addr & (size - 1)) == 0:
+                soff = tlb_off[2, sidx] + (addr & 0xFFF)
+                if f3 == 3:
+                    ram64[soff >> 3] = v
+                elif f3 == 2:
+                    ram32[soff >> 2] = np.uint32(v & 0xFFFFFFFF)
+                elif f3 == 1:
+                    ram16[soff >> 1] = np.uint16(v & 0xFFFF)
+                else:
+                    ram8[soff] = np.uint8(v & 0xFF)
+            else:
+                status = store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size, v)
+                check_at = n
+                if status == MEM_TRAP:
+                    st[S.TRAP_PENDING] = 0
+                    pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    continue
+                if status == MEM_MMIO:
+                    st[S.MMIO_NEXT_PC] = npc
+                    n -= 1
+                    exit_code = S.EXIT_MMIO
+                    break
+        elif opcode == 0x33:  # OP
+            ok, v = op(insn, x[rs1(insn)], x[rs2(insn)])
+            if not ok:
+                trap = True
+            elif rd(insn):
+                x[rd(insn)] = v
+        elif opcode == 0x63:  # BRANCH
+            a = x[rs1(insn)]
+            b = x[rs2(insn)]
+            f3 = funct3(insn)
+            if f3 == 0:
+                taken = a == b
+            elif f3 == 1:
+                taken = a != b
+            elif f3 == 4:
+                taken = a < b
+            elif f3 == 5:
+                taken = a >= b
+            elif f3 == 6:
+                taken = ult(a, b)
+            elif f3 == 7:
+                taken = not ult(a, b)
+            else:
+                taken = False
+                trap = True
+            if taken:
+                npc = pc + imm_b(insn)
+        elif opcode == 0x1B:  # OP-IMM-32
+            ok, v = op_imm32(insn, x[rs1(insn)])
+            if not ok:
+                trap = True
+            elif rd(insn):
+                x[rd(insn)] = v
+        elif opcode == 0x3B:  # OP-32
+            ok, v = op32(insn, x[rs1(insn)], x[rs2(insn)])
+            if not ok:
+                trap = True
+            elif rd(insn):
+                x[rd(insn)] = v
+        elif opcode == 0x37:  # LUI
+            if rd(insn):
+                x[rd(insn)] = imm_u(insn)
+        elif opcode == 0x17:  # AUIPC
+            if rd(insn):
+                x[rd(insn)] = pc + imm_u(insn)
+        elif opcode == 0x6F:  # JAL
+            if rd(insn):
+                x[rd(insn)] = npc
+            npc = pc + imm_j(insn)
+        elif opcode == 0x67:  # JALR
+            if funct3(insn) != 0:
+                trap = True
+            else:
+                target = (x[rs1(insn)] + imm_i(insn)) & ~1
+                if rd(insn):
+                    x[rd(insn)] = npc
+                npc = target
+        elif opcode == 0x73:  # SYSTEM
+            st[S.PC] = pc
+            st[S.LAST_INSN] = raw
+            st[S.INSTRET] = base_instret + n
+            outcome, target = exec_system(insn, x, csr, st, tlb_tag)
+            check_at = n
+            if outcome == SYS_JUMP:
+                npc = target
+            elif outcome == SYS_TRAP:
+                st[S.TRAP_PENDING] = 0
+                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                continue
+            elif outcome == SYS_WFI:
+                pc = npc
+                exit_code = S.EXIT_WFI
+                break
+        elif opcode == 0x0F:  # MISC-MEM: fence, fence.i (no decoded-instruction cache)
+            if funct3(insn) > 1:
+                trap = True
+        elif opcode == 0x2F:  # AMO
+            st[S.LAST_INSN] = raw
+            if not exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
+                trap = True
+            elif st[S.TRAP_PENDING]:
+                st[S.TRAP_PENDING] = 0
+                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                check_at = n
+                continue
+        elif opcode == 0x07 or opcode == 0x27:  # LOAD-FP / STORE-FP
+            status = exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, ram8, ram64, opcode == 0x27)
+            check_at = n
+            if status < 0:
+                trap = True
+            elif status == MEM_TRAP:
+                st[S.TRAP_PENDING] = 0
+                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                continue
+            elif status == MEM_MMIO:
+                st[S.MMIO_RD] = rd(insn)
+                st[S.MMIO_SIGNED] = 0
+                st[S.MMIO_FP] = 1
+                st[S.MMIO_NEXT_PC] = npc
+                n -= 1
+                exit_code = S.EXIT_MMIO
+                break
+        elif opcode == 0x53 or opcode == 0x43 or opcode == 0x47 or opcode == 0x4B or opcode == 0x4F:
+            if not exec_fp_op(insn, x, f, csr):
+                trap = True
+        else:
+            trap = True
+
+        if trap:  # illegal instruction: tval is the raw instruction bits (as QEMU)
+            pc = take_trap(csr, st, tlb_tag, pc, C.CAUSE_ILLEGAL_INSTRUCTION,
+                           raw if (raw & 3) == 3 else raw & 0xFFFF, False)
+            check_at = n
+            continue
+        pc = npc
+
+    st[S.PC] = pc
+    st[S.INSTRET] = base_instret + n
+    advance_clock(st, n - counted)
+    return exit_code

@@ -1,0 +1,322 @@
+"""The `virt` board: RAM, one hart, the devices, image loading and the run loop.
+
+Assembles a machine as a straight sequence of small attach steps
+(Firecracker's builder), loads firmware/kernel/initrd/device tree where QEMU's
+virt puts them (hw/riscv/boot.c), and drives the hart's exit protocol:
+MMIO exits go to the bus, WFI sleeps (host clock) or skips to the next timer
+deadline (deterministic clock), budget exits poll the console and deadlines.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vmkit.cpu import csrs as C
+from vmkit.cpu import state as S
+from vmkit.cpu.hart import Hart
+from vmkit.devices.plic import Plic
+from vmkit.devices.rtc import GoldfishRtc
+from vmkit.devices.test_finisher import TestFinisher
+from vmkit.devices.uart import Uart16550
+from vmkit.devices.virtio_mmio_empty import VirtioMmioEmpty
+from vmkit.machine import memmap as M
+from vmkit.machine.bootrom import BootRom
+from vmkit.machine.bus import Bus
+from vmkit.machine.console import Console
+from vmkit.machine.devicetree import ISA_STRING, build_device_tree
+from vmkit.machine.loader import GuestMemory, LoadError, check_kernel_image, is_elf, load_elf, read_file
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+KERNEL_LOAD_ADDR = M.RAM_BASE + 0x20_0000  # riscv64 Image text offset
+# Deterministic clock: one 10 MHz tick per 100 instructions (a 1 GIPS guest).
+DETERMINISTIC_TICK_INSTRUCTIONS = 100
+HOST_BUDGET = 2_000_000          # instructions between host-clock syncs (~10 ms)
+DETERMINISTIC_BUDGET = 4_000_000
+# Deterministic RTC epoch: 2026-01-01T00:00:00Z, so runs repeat exactly.
+DETERMINISTIC_EPOCH_NS = 1_767_225_600 * 10**9
+
+
+class MachineError(Exception):
+    """A machine could not be configured or started (bad option, bad image)."""
+
+
+@dataclass
+class MachineConfig:
+    memory: int = 512 * MiB
+    bios: str | None = None          # path, or "none" to run --kernel in M-mode
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    smp: int = 1
+    clock: str = "host"              # "host" or "deterministic"
+    dtb_out: str | None = None       # write the generated device tree here
+
+
+@dataclass
+class RunResult:
+    reason: str                      # poweroff, fail, timeout, quit, budget, reset
+    exit_code: int = 0
+    instructions: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def parse_memory(text: str) -> int:
+    """'512M', '1G', '1536' (MiB, as QEMU) -> bytes."""
+    t = str(text).strip().upper()
+    if t.endswith("B"):
+        t = t[:-1]
+    mult = MiB
+    if t and t[-1] in "KMGT":
+        mult = {"K": 1 << 10, "M": MiB, "G": 1 << 30, "T": 1 << 40}[t[-1]]
+        t = t[:-1]
+    try:
+        value = float(t)
+    except ValueError:
+        raise MachineError(f"bad memory size {text!r}: use e.g. 512M or 2G") from None
+    size = int(value * mult)
+    if size < 16 * MiB or size > 16 << 30 or size % 4096:
+        raise MachineError(f"memory size {text!r} out of range: 16M..16G in whole pages")
+    return size
+
+
+class Machine:
+    def __init__(self, config: MachineConfig, console: Console | None = None) -> None:
+        if config.smp != 1:
+            raise MachineError(f"--smp {config.smp}: more than one CPU is not supported yet")
+        if config.clock not in ("host", "deterministic"):
+            raise MachineError(f"--clock must be host or deterministic (got {config.clock!r})")
+        self.config = config
+        self.console = console or Console("none")
+        self.deterministic = config.clock == "deterministic"
+        self.ram = np.zeros(config.memory, dtype=np.uint8)
+        self.mem = GuestMemory(self.ram, M.RAM_BASE)
+        self.hart = Hart(self.ram, M.RAM_BASE)
+        self.bus = Bus()
+        self._halt: tuple[str, int] | None = None
+        self._start_ns = time.monotonic_ns()
+        self._attach_plic()
+        self._attach_uart()
+        self._attach_rtc()
+        self._attach_finisher()
+        self._attach_virtio_slots()
+        self.boot()
+
+    # --- assembly ----------------------------------------------------------------------
+    def _attach_plic(self) -> None:
+        lines = {0: C.MIP_MEIP, 1: C.MIP_SEIP}
+        self.plic = Plic(lambda ctx, level: self.hart.set_irq_line(lines[ctx], level))
+        self.bus.attach(M.PLIC_BASE, M.PLIC_SIZE, self.plic, "plic")
+
+    def _irq(self, source: int):
+        return lambda level: self.plic.set_line(source, level)
+
+    def _attach_uart(self) -> None:
+        self.uart = Uart16550(self.console.write, self._irq(M.UART0_IRQ))
+        self.bus.attach(M.UART0_BASE, M.UART0_SIZE, self.uart, "uart0")
+
+    def _attach_rtc(self) -> None:
+        self.rtc = GoldfishRtc(self._irq(M.RTC_IRQ), clock=self._wall_clock_ns)
+        self.bus.attach(M.RTC_BASE, M.RTC_SIZE, self.rtc, "rtc")
+
+    def _attach_finisher(self) -> None:
+        self.finisher = TestFinisher(self._on_halt)
+        self.bus.attach(M.TEST_BASE, M.TEST_SIZE, self.finisher, "test")
+
+    def _attach_virtio_slots(self) -> None:
+        self.virtio_slots = []
+        for i in range(M.VIRTIO_MMIO_COUNT):
+            dev = VirtioMmioEmpty()
+            self.virtio_slots.append(dev)
+            self.bus.attach(M.virtio_mmio_base(i), M.VIRTIO_MMIO_SIZE, dev, f"virtio-mmio{i}")
+
+    def _wall_clock_ns(self) -> int:
+        if self.deterministic:
+            return DETERMINISTIC_EPOCH_NS + self.hart.mtime * (10**9 // M.TIMEBASE_FREQUENCY)
+        return time.time_ns()
+
+    def _on_halt(self, kind: str, code: int) -> None:
+        self._halt = (kind, code)
+
+    # --- boot ---------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Load the images and put the hart at the reset state QEMU's ROM produces."""
+        cfg = self.config
+        self.ram[:] = 0
+        for _, _, _, dev in self.bus.devices():
+            if hasattr(dev, "reset"):
+                dev.reset()
+        self._halt = None
+        self.hart.reset(M.RAM_BASE)
+        self.hart.st[S.TICK_INSTRUCTIONS] = DETERMINISTIC_TICK_INSTRUCTIONS if self.deterministic else 1 << 40
+        self._start_ns = time.monotonic_ns()
+
+        ram_end = M.RAM_BASE + cfg.memory
+        kernel_entry = None
+        kernel_end = KERNEL_LOAD_ADDR
+        if cfg.bios == "none":
+            if not cfg.kernel:
+                raise MachineError("--bios none needs --kernel (an ELF or raw image to run in M-mode)")
+            start, kernel_end = self._load_kernel(cfg.kernel, M.RAM_BASE)
+        else:
+            if not cfg.bios:
+                raise MachineError("no firmware: pass --bios PATH (OpenSBI fw_dynamic) or --bios none")
+            data = read_file(cfg.bios, "firmware")
+            if is_elf(data):
+                start, _ = load_elf(data, self.mem, f"firmware {cfg.bios}")
+            else:
+                self.mem.write(M.RAM_BASE, data, f"firmware {cfg.bios}")
+                start = M.RAM_BASE
+            if cfg.kernel:
+                kernel_entry, kernel_end = self._load_kernel(cfg.kernel, KERNEL_LOAD_ADDR)
+        initrd = None
+        if cfg.initrd:
+            data = read_file(cfg.initrd, "initrd")
+            # QEMU (hw/riscv/boot.c): far enough above the kernel that its
+            # decompression cannot clobber it.
+            base = (kernel_entry if kernel_entry is not None else KERNEL_LOAD_ADDR)
+            addr = base + min(cfg.memory // 2, 128 * MiB)
+            addr = max(addr, (kernel_end + 0xFFFF) & ~0xFFFF)
+            self.mem.write(addr, data, f"initrd {cfg.initrd}")
+            initrd = (addr, addr + len(data))
+        dtb = self.device_tree(initrd)
+        if cfg.dtb_out:
+            with open(cfg.dtb_out, "wb") as fh:
+                fh.write(dtb)
+        # QEMU: the tree goes 2 MiB-aligned below min(RAM end, 3 GiB).
+        top = min(ram_end, 3072 * MiB) if M.RAM_BASE < 3072 * MiB else ram_end
+        fdt_addr = (top - len(dtb)) & ~(2 * MiB - 1)
+        if initrd and fdt_addr < initrd[1]:
+            raise LoadError("initrd and device tree do not fit in guest RAM together (use a larger -m)")
+        self.mem.write(fdt_addr, dtb, "device tree")
+        rom = BootRom(start, fdt_addr, kernel_entry if kernel_entry is not None else None)
+        if not any(name == "boot-rom" for _, _, name, _ in self.bus.devices()):
+            self.bus.attach(M.BOOT_ROM_BASE, M.BOOT_ROM_SIZE, rom, "boot-rom")
+        else:
+            self.bus.find(M.BOOT_ROM_BASE).device = rom
+        self.rom = rom
+        # What the reset vector's instructions leave behind (bootrom.py).
+        self.hart.x[10] = 0                               # a0 = mhartid
+        self.hart.x[11] = fdt_addr                        # a1 = device tree
+        self.hart.x[12] = rom.fw_dynamic_info_addr        # a2 = &fw_dynamic_info
+        self.hart.x[5] = start                            # t0 = start address
+        self.hart.pc = start
+        self.fdt_addr = fdt_addr
+
+    def _load_kernel(self, path: str, raw_addr: int) -> tuple[int, int]:
+        data = read_file(path, "kernel")
+        if is_elf(data):
+            return load_elf(data, self.mem, f"kernel {path}")
+        if raw_addr != M.RAM_BASE:
+            check_kernel_image(data, path)
+        self.mem.write(raw_addr, data, f"kernel {path}")
+        return raw_addr, raw_addr + len(data)
+
+    def device_tree(self, initrd) -> bytes:
+        return build_device_tree(
+            ram_base=M.RAM_BASE, ram_size=self.config.memory, bootargs=self.config.append,
+            initrd=initrd, isa_string=ISA_STRING, rng_seed=os.urandom(32) if not self.deterministic else bytes(32),
+            plic=self.plic, uart=self.uart, rtc=self.rtc, test=self.finisher,
+            virtio=self.virtio_slots)
+
+    # --- running --------------------------------------------------------------------------
+    def _host_ticks(self) -> int:
+        return (time.monotonic_ns() - self._start_ns) // (10**9 // M.TIMEBASE_FREQUENCY)
+
+    def _service_mmio(self) -> None:
+        addr, size, is_store, value = self.hart.mmio_request
+        if is_store:
+            if self.bus.write(addr, size, value):
+                self.hart.complete_mmio()
+            else:
+                self.hart.fault_mmio()
+        else:
+            v = self.bus.read(addr, size)
+            if v is None:
+                self.hart.fault_mmio()
+            else:
+                self.hart.complete_mmio(v)
+
+    def _poll_input(self) -> bool:
+        data = self.console.take_input()
+        if data:
+            self.uart.push_input(data)
+            return True
+        return False
+
+    def run(self, timeout: float | None = None, max_instructions: int | None = None) -> RunResult:
+        """Run until poweroff/fail, a console quit, the timeout or the instruction limit."""
+        hart = self.hart
+        t0 = time.monotonic()
+        deadline = t0 + timeout if timeout else None
+        budget = DETERMINISTIC_BUDGET if self.deterministic else HOST_BUDGET
+        total_base = hart.instret
+        while True:
+            if not self.deterministic:
+                now_ticks = self._host_ticks()
+                if now_ticks > hart.mtime:
+                    hart.mtime = now_ticks
+            step = budget
+            if max_instructions is not None:
+                left = max_instructions - (hart.instret - total_base)
+                if left <= 0:
+                    return self._result("budget", 0, total_base, t0)
+                step = min(step, left)
+            code = hart.run(step)
+            if code == S.EXIT_MMIO:
+                self._service_mmio()
+                if self._halt is not None:
+                    kind, exit_code = self._halt
+                    if kind == "reset":
+                        self.boot()
+                        continue
+                    return self._result(kind, exit_code, total_base, t0)
+                continue
+            if code == S.EXIT_BREAK:
+                return self._result("break", 0, total_base, t0)
+            if code == S.EXIT_WFI:
+                self._idle(deadline)
+            self._poll_input()
+            if self.console.quit_requested:
+                return self._result("quit", 0, total_base, t0)
+            if deadline is not None and time.monotonic() >= deadline:
+                return self._result("timeout", 0, total_base, t0)
+
+    def _idle(self, deadline) -> None:
+        """The hart waits for an interrupt: skip or sleep to the next event."""
+        hart = self.hart
+        if hart.interrupt_pending() or self._poll_input():
+            return
+        self.rtc_poll()
+        target = hart.next_timer_deadline()
+        if self.deterministic:
+            if target is not None and target > hart.mtime:
+                hart.mtime = target
+                return
+            if target is not None:
+                return
+            # Nothing will ever fire by itself: only console input can wake the guest.
+            wait = 0.05
+        else:
+            now = self._host_ticks()
+            if target is not None and target <= now:
+                hart.mtime = now
+                return
+            wait = 0.05 if target is None else (target - now) / M.TIMEBASE_FREQUENCY
+            wait = min(wait, 0.05)
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
+        self.console.wait(wait)
+
+    def rtc_poll(self) -> None:
+        poll = getattr(self.rtc, "poll", None)
+        if poll is not None:
+            poll(self._wall_clock_ns())
+
+    def _result(self, reason: str, code: int, base: int, t0: float) -> RunResult:
+        return RunResult(reason, code, self.hart.instret - base, time.monotonic() - t0)
