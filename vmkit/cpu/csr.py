@@ -11,6 +11,7 @@ from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.decode import srl, ult
 from vmkit.cpu.jit import njit
+from vmkit.cpu.mmu import pmp_decode, update_tlb_ctx
 
 MENVCFG_STCE = -(1 << 63)
 MENVCFG_FIOM = 1
@@ -138,7 +139,7 @@ def write_mstatus(csr, st, value, mask):
     new = (new & ~(C.MSTATUS_UXL | C.MSTATUS_SXL)) | C.MSTATUS_XLEN64
     csr[C.MSTATUS] = new
     if (old ^ new) & MSTATUS_TRANSLATION:
-        st[S.TLB_FLUSH] = 1
+        update_tlb_ctx(csr, st)
 
 
 @njit
@@ -215,6 +216,7 @@ def csr_write(csr, st, num, value):
                     nc &= ~3
                 new |= nc << (8 * b)
             csr[num] = new
+            pmp_decode(csr)
             st[S.TLB_FLUSH] = 1
     elif C.PMPADDR0 <= num <= C.PMPADDR63:
         i = num - C.PMPADDR0
@@ -222,6 +224,7 @@ def csr_write(csr, st, num, value):
             cfg = (csr[C.PMPCFG0 + (i // 8) * 2] >> ((i % 8) * 8)) & 0xFF
             if (cfg & 0x80) == 0:
                 csr[num] = value & ((1 << 54) - 1)
+                pmp_decode(csr)
                 st[S.TLB_FLUSH] = 1
     elif (num == C.MSCRATCH or num == C.SSCRATCH or num == C.MCAUSE or num == C.SCAUSE
           or num == C.MTVAL or num == C.STVAL):

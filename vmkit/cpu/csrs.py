@@ -66,6 +66,15 @@ TDATA1 = 0x7A1
 TDATA2 = 0x7A2
 TDATA3 = 0x7A3
 
+# Decoded PMP entries, kept by the core in CSR slots that no guest can reach
+# (0x800-0x83F are custom read/write numbers vmkit does not implement, so an
+# access to them is an illegal instruction): lo[i], hi[i] (exclusive), cfg[i].
+PMP_LO = 0x800
+PMP_HI = 0x810
+PMP_CFG = 0x820
+PMP_ACTIVE = 0x830      # number of entries with A != OFF
+PMP_LOCKED = 0x831      # 1 when any entry has L set
+
 # --- mstatus fields (3.1.6) ----------------------------------------------------------
 MSTATUS_SIE = 1 << 1
 MSTATUS_MIE = 1 << 3

@@ -80,6 +80,7 @@ class Hart:
         self.st[S.BREAK_PC] = -1
         self.st[S.MTIMECMP] = -1  # no timer interrupt until software sets one
         self.st[S.PRIV] = C.PRV_M
+        self.st[S.TLB_CTX] = C.PRV_M
         self.st[S.PC] = pc
         self.csr[C.MISA] = C.MISA_RV64GC
         self.csr[C.MSTATUS] = C.MSTATUS_XLEN64

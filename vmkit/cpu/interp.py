@@ -50,12 +50,13 @@ def fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, vaddr):
     """Fetch 16 instruction bits through the fetch TLB; -1 after raising a fault."""
     vpn = vaddr >> 12
     idx = vpn & (S.TLB_SIZE - 1)
-    if tlb_tag[ACCESS_FETCH, idx] != vpn:
+    tag = (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]
+    if tlb_tag[ACCESS_FETCH, idx] != tag:
         paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_FETCH)
         if cause >= 0:
             raise_exception(st, cause, vaddr)
             return FETCH_FAULT
-        if tlb_tag[ACCESS_FETCH, idx] != vpn:
+        if tlb_tag[ACCESS_FETCH, idx] != tag:
             # Not cacheable: execute from RAM through a PMP-partial page, or fault.
             if not in_ram(st, paddr, 2):
                 raise_exception(st, C.CAUSE_FETCH_ACCESS, vaddr)
@@ -137,8 +138,9 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
     break_pc = st[S.BREAK_PC]
     if st[S.TRAP_PENDING]:  # a fault injected by Python (unclaimed MMIO)
         st[S.TRAP_PENDING] = 0
-        pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+        pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
     exit_code = S.EXIT_BUDGET
+    ctx = st[S.TLB_CTX]
     while True:
         if n >= check_at:
             advance_clock(st, n - counted)
@@ -148,7 +150,8 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 tlb_flush(tlb_tag)
             irq = pending_interrupt(csr, st)
             if irq >= 0:
-                pc = take_trap(csr, st, tlb_tag, pc, irq, 0, True)
+                pc = take_trap(csr, st, pc, irq, 0, True)
+            ctx = st[S.TLB_CTX]  # every path that changes it forces this check
             if n >= budget:
                 break
             check_at = min(n + CHECK_INTERVAL, budget)
@@ -160,7 +163,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
         vpn = pc >> 12
         idx = vpn & (S.TLB_SIZE - 1)
         raw = -1
-        if tlb_tag[0, idx] == vpn:
+        if tlb_tag[0, idx] == (vpn << S.TLB_CTX_BITS) | ctx:
             off = tlb_off[0, idx] + (pc & 0xFFF)
             raw = np.int64(ram16[off >> 1])
             if (raw & 3) == 3:
@@ -173,7 +176,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
         n += 1
         if raw < 0:
             st[S.TRAP_PENDING] = 0
-            pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+            pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
             check_at = n
             continue
         if (raw & 3) == 3:
@@ -200,7 +203,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             lidx = lvpn & (S.TLB_SIZE - 1)
             if f3 == 7:
                 trap = True
-            elif tlb_tag[1, lidx] == lvpn and (addr & (size - 1)) == 0:
+            elif tlb_tag[1, lidx] == (lvpn << S.TLB_CTX_BITS) | ctx and (addr & (size - 1)) == 0:
                 loff = tlb_off[1, lidx] + (addr & 0xFFF)
                 if f3 == 3:
                     v = ram64[loff >> 3]
@@ -223,7 +226,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 check_at = n
                 if status == MEM_TRAP:
                     st[S.TRAP_PENDING] = 0
-                    pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
                     continue
                 if status == MEM_MMIO:
                     st[S.MMIO_RD] = rd(insn)
@@ -244,7 +247,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             sidx = svpn & (S.TLB_SIZE - 1)
             if f3 > 3:
                 trap = True
-            elif tlb_tag[2, sidx] == svpn and (addr & (size - 1)) == 0:
+            elif tlb_tag[2, sidx] == (svpn << S.TLB_CTX_BITS) | ctx and (addr & (size - 1)) == 0:
                 soff = tlb_off[2, sidx] + (addr & 0xFFF)
                 if f3 == 3:
                     ram64[soff >> 3] = v
@@ -259,7 +262,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 check_at = n
                 if status == MEM_TRAP:
                     st[S.TRAP_PENDING] = 0
-                    pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
                     continue
                 if status == MEM_MMIO:
                     st[S.MMIO_NEXT_PC] = npc
@@ -333,7 +336,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 npc = target
             elif outcome == SYS_TRAP:
                 st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
                 continue
             elif outcome == SYS_WFI:
                 pc = npc
@@ -348,7 +351,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 trap = True
             elif st[S.TRAP_PENDING]:
                 st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
                 check_at = n
                 continue
         elif opcode == 0x07 or opcode == 0x27:  # LOAD-FP / STORE-FP
@@ -358,7 +361,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 trap = True
             elif status == MEM_TRAP:
                 st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, tlb_tag, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
                 continue
             elif status == MEM_MMIO:
                 st[S.MMIO_RD] = rd(insn)
@@ -375,7 +378,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             trap = True
 
         if trap:  # illegal instruction: tval is the raw instruction bits (as QEMU)
-            pc = take_trap(csr, st, tlb_tag, pc, C.CAUSE_ILLEGAL_INSTRUCTION,
+            pc = take_trap(csr, st, pc, C.CAUSE_ILLEGAL_INSTRUCTION,
                            raw if (raw & 3) == 3 else raw & 0xFFFF, False)
             check_at = n
             continue

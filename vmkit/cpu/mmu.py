@@ -7,8 +7,10 @@ The TLBs (one each for fetch, load and store; TinyEMU's design) cache only
 pages that are in RAM, mapping a virtual page number to the RAM offset of the
 page.  An entry is filled only after the walk has checked every permission
 for the current effective privilege and status bits, so a hit needs no
-further checks; anything that changes those inputs flushes all three TLBs
-(satp writes, sfence.vma, privilege changes, MPRV/MPP/SUM/MXR changes).
+further checks.  Tags are (vpn << TLB_CTX_BITS) | ctx, where ctx encodes
+privilege, SUM, MXR, MPRV and MPP (update_tlb_ctx): a syscall or a SUM toggle
+selects other entries instead of flushing.  satp writes, sfence.vma and PMP
+changes flush all three TLBs.
 Store entries are filled only once the PTE's D bit is set, so the first store
 to a clean page always walks and sets D, as QEMU does.
 """
@@ -79,7 +81,7 @@ def effective_priv(csr, st, access):
 
 @njit
 def pmp_range(csr, i):
-    """(lo, hi) byte range of PMP entry i, hi exclusive; lo == hi when off (3.7.1)."""
+    """(lo, hi) byte range of PMP entry i from its registers, hi exclusive (3.7.1)."""
     cfg = (csr[C.PMPCFG0 + (i // 8) * 2] >> ((i % 8) * 8)) & 0xFF
     mode = (cfg >> PMP_A_SHIFT) & 3
     addr = csr[C.PMPADDR0 + i] & ((1 << 54) - 1)
@@ -100,6 +102,25 @@ def pmp_range(csr, i):
 
 
 @njit
+def pmp_decode(csr):
+    """Recompute the decoded PMP table after a pmpcfg/pmpaddr write."""
+    active = 0
+    locked = 0
+    for i in range(PMP_ENTRIES):
+        cfg = (csr[C.PMPCFG0 + (i // 8) * 2] >> ((i % 8) * 8)) & 0xFF
+        lo, hi = pmp_range(csr, i)
+        csr[C.PMP_LO + i] = lo
+        csr[C.PMP_HI + i] = hi
+        csr[C.PMP_CFG + i] = cfg
+        if (cfg >> PMP_A_SHIFT) & 3:
+            active = i + 1
+            if cfg & PMP_L:
+                locked = 1
+    csr[C.PMP_ACTIVE] = active
+    csr[C.PMP_LOCKED] = locked
+
+
+@njit
 def pmp_check(csr, paddr, size, access, priv):
     """True when a `size`-byte access at paddr is allowed by PMP (3.7.1).
 
@@ -107,16 +128,19 @@ def pmp_check(csr, paddr, size, access, priv):
     every byte.  With no match, M-mode is allowed and S/U are denied once
     any entry is configured.
     """
-    any_active = False
-    for i in range(PMP_ENTRIES):
-        cfg = (csr[C.PMPCFG0 + (i // 8) * 2] >> ((i % 8) * 8)) & 0xFF
+    active = csr[C.PMP_ACTIVE]
+    if active == 0 or (priv == C.PRV_M and csr[C.PMP_LOCKED] == 0):
+        return True
+    end = paddr + size
+    for i in range(active):
+        cfg = csr[C.PMP_CFG + i]
         if (cfg >> PMP_A_SHIFT) & 3 == 0:
             continue
-        any_active = True
-        lo, hi = pmp_range(csr, i)
-        if not (ult(paddr, hi) and ult(lo, paddr + size)):
+        lo = csr[C.PMP_LO + i]
+        hi = csr[C.PMP_HI + i]
+        if not (ult(paddr, hi) and ult(lo, end)):
             continue
-        if ult(paddr, lo) or ult(hi, paddr + size):
+        if ult(paddr, lo) or ult(hi, end):
             return False  # partial match
         if priv == C.PRV_M and not (cfg & PMP_L):
             return True
@@ -125,7 +149,21 @@ def pmp_check(csr, paddr, size, access, priv):
         if access == ACCESS_LOAD:
             return (cfg & PMP_R) != 0
         return (cfg & PMP_W) != 0
-    return priv == C.PRV_M or not any_active
+    return priv == C.PRV_M
+
+
+@njit
+def update_tlb_ctx(csr, st):
+    """Recompute the translation context after a privilege or mstatus change."""
+    ms = csr[C.MSTATUS]
+    ctx = st[S.PRIV]
+    if ms & C.MSTATUS_SUM:
+        ctx |= 4
+    if ms & C.MSTATUS_MXR:
+        ctx |= 8
+    if ms & C.MSTATUS_MPRV:
+        ctx |= 16 | (((ms >> C.MSTATUS_MPP_SHIFT) & 3) << 5)
+    st[S.TLB_CTX] = ctx
 
 
 @njit
@@ -217,7 +255,7 @@ def tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
         if pmp_check(csr, page, 4096, access, priv):
             vpn = vaddr >> 12
             idx = vpn & (S.TLB_SIZE - 1)
-            tlb_tag[access, idx] = vpn
+            tlb_tag[access, idx] = (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]
             tlb_off[access, idx] = page - st[S.RAM_BASE]
             return paddr, -1
     if not pmp_check(csr, paddr, 1, access, priv):

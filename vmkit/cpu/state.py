@@ -49,6 +49,11 @@ TRACE_COUNT = 25      # tracing: instructions left to trace (0 = off)
 BREAK_PC = 26         # EXIT_BREAK when pc reaches this (-1 = none)
 LAST_INSN = 27        # raw bits of the instruction being executed
 TLB_FLUSH = 28        # internal: set by CSR writes that invalidate the TLBs
+MMIO_VADDR = 29       # virtual address of the MMIO access (for a fault's tval)
+# Translation context: everything besides satp that decides how an address
+# translates (privilege, SUM, MXR, MPRV, MPP).  TLB tags carry it, so a trap
+# or a SUM toggle needs no flush (see mmu.py).
+TLB_CTX = 30
 ST_SIZE = 32
 
 # --- exit reasons -----------------------------------------------------------------
@@ -61,7 +66,8 @@ EXIT_TRACE = 5        # one instruction executed in trace mode
 
 # --- TLBs ---------------------------------------------------------------------------
 TLB_SIZE = 256        # direct-mapped entries per TLB
-TLB_INVALID = 1 << 62  # no virtual page number is this large
+TLB_INVALID = 1 << 62  # no tag (vpn << TLB_CTX_BITS | ctx) is this large
+TLB_CTX_BITS = 7
 TLB_FETCH = 0
 TLB_LOAD = 1
 TLB_STORE = 2

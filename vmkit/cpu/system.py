@@ -52,11 +52,11 @@ def exec_system(insn, x, csr, st, tlb_tag):
         if imm == 0x302:  # mret
             if priv != C.PRV_M:
                 return illegal(st)
-            return SYS_JUMP, mret(csr, st, tlb_tag)
+            return SYS_JUMP, mret(csr, st)
         if imm == 0x102:  # sret
             if priv == C.PRV_U or (priv == C.PRV_S and (csr[C.MSTATUS] & C.MSTATUS_TSR)):
                 return illegal(st)
-            return SYS_JUMP, sret(csr, st, tlb_tag)
+            return SYS_JUMP, sret(csr, st)
         if imm == 0x105:  # wfi
             if priv == C.PRV_U or (priv == C.PRV_S and (csr[C.MSTATUS] & C.MSTATUS_TW)):
                 return illegal(st)

@@ -9,21 +9,20 @@ from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.csr import mip_value
 from vmkit.cpu.jit import njit
-from vmkit.cpu.mmu import tlb_flush
+from vmkit.cpu.mmu import update_tlb_ctx
 
 # Interrupts in priority order (3.1.9).
 IRQ_PRIORITY = (C.IRQ_MEI, C.IRQ_MSI, C.IRQ_MTI, C.IRQ_SEI, C.IRQ_SSI, C.IRQ_STI)
 
 
 @njit
-def set_priv(st, tlb_tag, priv):
-    if st[S.PRIV] != priv:
-        st[S.PRIV] = priv
-        tlb_flush(tlb_tag)
+def set_priv(csr, st, priv):
+    st[S.PRIV] = priv
+    update_tlb_ctx(csr, st)
 
 
 @njit
-def take_trap(csr, st, tlb_tag, pc, cause, tval, interrupt):
+def take_trap(csr, st, pc, cause, tval, interrupt):
     """Enter the trap handler for `cause`; returns the new pc."""
     priv = st[S.PRIV]
     bit = 1 << cause
@@ -43,7 +42,7 @@ def take_trap(csr, st, tlb_tag, pc, cause, tval, interrupt):
             ms |= C.MSTATUS_SPP
         ms &= ~C.MSTATUS_SIE
         csr[C.MSTATUS] = ms
-        set_priv(st, tlb_tag, C.PRV_S)
+        set_priv(csr, st, C.PRV_S)
         vec = csr[C.STVEC]
     else:
         csr[C.MCAUSE] = mcause
@@ -55,10 +54,7 @@ def take_trap(csr, st, tlb_tag, pc, cause, tval, interrupt):
         ms |= priv << C.MSTATUS_MPP_SHIFT
         ms &= ~C.MSTATUS_MIE
         csr[C.MSTATUS] = ms
-        if priv != C.PRV_M:
-            set_priv(st, tlb_tag, C.PRV_M)
-        else:
-            tlb_flush(tlb_tag)  # MPP changed: MPRV translation may differ
+        set_priv(csr, st, C.PRV_M)  # also refreshes the MPP part of the context
         vec = csr[C.MTVEC]
     base = vec & ~3
     if interrupt and (vec & 3) == 1:
@@ -91,7 +87,7 @@ def pending_interrupt(csr, st):
 
 
 @njit
-def mret(csr, st, tlb_tag):
+def mret(csr, st):
     ms = csr[C.MSTATUS]
     mpp = (ms >> C.MSTATUS_MPP_SHIFT) & 3
     ms &= ~C.MSTATUS_MIE
@@ -102,14 +98,13 @@ def mret(csr, st, tlb_tag):
     if mpp != C.PRV_M:
         ms &= ~C.MSTATUS_MPRV
     csr[C.MSTATUS] = ms
-    tlb_flush(tlb_tag)
-    st[S.PRIV] = mpp
+    set_priv(csr, st, mpp)
     st[S.RESERVATION] = -1
     return csr[C.MEPC]
 
 
 @njit
-def sret(csr, st, tlb_tag):
+def sret(csr, st):
     ms = csr[C.MSTATUS]
     spp = C.PRV_S if ms & C.MSTATUS_SPP else C.PRV_U
     ms &= ~C.MSTATUS_SIE
@@ -119,6 +114,6 @@ def sret(csr, st, tlb_tag):
     ms &= ~C.MSTATUS_SPP
     ms &= ~C.MSTATUS_MPRV
     csr[C.MSTATUS] = ms
-    set_priv(st, tlb_tag, spp)
+    set_priv(csr, st, spp)
     st[S.RESERVATION] = -1
     return csr[C.SEPC]

@@ -1,0 +1,327 @@
+"""The default guest image: Debian trixie's riscv64 kernel, OpenSBI and busybox.
+
+``pull_default`` resolves ``linux-image-riscv64`` (a metapackage) to its
+concrete ``linux-image-<release>`` package, fetches it, ``opensbi`` and
+``busybox-static`` into the package cache, and writes the image:
+
+    Image            the kernel as a raw RISC-V Image (load at 0x80200000)
+    fw_dynamic.bin   OpenSBI, generic platform, FW_DYNAMIC (QEMU's -bios)
+    initrd.img       a cpio initramfs: busybox, virtio modules, /init
+    kernel.config    the kernel's build configuration, for reference
+    manifest.json    packages, versions, SHA256s, kernel release, command line
+
+Equivalent QEMU command line::
+
+    qemu-system-riscv64 -M virt -m 512M -nographic -bios fw_dynamic.bin \\
+        -kernel Image -initrd initrd.img -append "console=ttyS0 cryptomgr.notests"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+
+from . import archive, store
+from .archive import Package, fetch_packages, find_package
+from .deb import extract_deb
+from .download import download, is_verified, sha256_file
+from .errors import ImageError
+from .initramfs import Initramfs
+from .kernel import kernel_image
+from .kmod import Module, ModuleTree, modules_alias, modules_dep
+from .mirror import find_mirror
+
+log = logging.getLogger(__name__)
+
+NAME = "default"
+KERNEL_PACKAGE = "linux-image-riscv64"
+FIRMWARE_PACKAGE = "opensbi"
+FIRMWARE_PATH = "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
+BUSYBOX_PACKAGE = "busybox-static"
+BUSYBOX_PATH = "usr/bin/busybox"
+UDHCPC_SCRIPT = "usr/share/doc/busybox-static/examples/udhcp/simple.script"
+# earlycon is left out: OpenSBI's banner already shows the machine is alive, and
+# the 8250 console starts early enough. cryptomgr.notests skips the crypto
+# self-tests, seconds of guest CPU time under emulation.
+CMDLINE = "console=ttyS0 cryptomgr.notests"
+INITRD_COMPRESSION = None  # uncompressed: the guest need not inflate it (slow when emulated)
+
+# Loaded by /init when they are modules; Debian builds virtio_console and the
+# virtio core in, but virtio_mmio (the transport of QEMU virt's devices) and
+# the block, net and rng drivers are modules. Dependencies come along.
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng",
+           "virtio_balloon", "vmw_vsock_virtio_transport")
+
+# Shown in the manifest and the report: are the drivers vmkit's virt machine
+# needs built in (y), modules (m) or absent?
+CONFIG_OF_INTEREST = (
+    "CONFIG_VIRTIO_MMIO", "CONFIG_VIRTIO_BLK", "CONFIG_VIRTIO_NET", "CONFIG_VIRTIO_CONSOLE",
+    "CONFIG_HW_RANDOM_VIRTIO", "CONFIG_VIRTIO_BALLOON", "CONFIG_VIRTIO_PCI",
+    "CONFIG_SERIAL_8250", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_SERIAL_OF_PLATFORM",
+    "CONFIG_SERIAL_EARLYCON_RISCV_SBI", "CONFIG_HVC_RISCV_SBI", "CONFIG_RISCV_SBI_V01",
+    "CONFIG_RTC_DRV_GOLDFISH", "CONFIG_SIFIVE_PLIC", "CONFIG_POWER_RESET_SYSCON",
+    "CONFIG_POWER_RESET_SYSCON_POWEROFF", "CONFIG_DEVTMPFS", "CONFIG_BLK_DEV_INITRD",
+    "CONFIG_RD_GZIP", "CONFIG_MODULE_DECOMPRESS", "CONFIG_MODULE_SIG_FORCE",
+    "CONFIG_RISCV_ISA_C", "CONFIG_FPU", "CONFIG_RISCV_ISA_V", "CONFIG_PGTABLE_LEVELS",
+    "CONFIG_NR_CPUS", "CONFIG_EFI_ZBOOT",
+)
+
+# Used when busybox cannot be asked for its applets (no qemu-riscv64 here).
+FALLBACK_APPLETS = (
+    "init", "sh", "ash", "cttyhack", "setsid", "mount", "umount", "ls", "cat", "echo", "uname",
+    "poweroff", "reboot", "halt", "mkdir", "rmdir", "rm", "cp", "mv", "ln", "dmesg", "ip",
+    "ifconfig", "route", "udhcpc", "wget", "nc", "ping", "insmod", "rmmod", "lsmod",
+    "modprobe", "modinfo", "sync", "sleep", "ps", "kill", "free", "df", "du", "top",
+    "grep", "sed", "awk", "head", "tail", "wc", "sort", "uniq", "cut", "tr", "vi", "less",
+    "more", "find", "xargs", "date", "hostname", "id", "whoami", "env", "true", "false",
+    "test", "[", "[[", "printf", "chmod", "chown", "touch", "stat", "dd", "hexdump", "xxd",
+    "md5sum", "sha256sum", "gzip", "gunzip", "zcat", "tar", "cpio", "nproc", "uptime",
+    "clear", "reset", "stty", "tty", "mknod", "mdev", "switch_root", "mke2fs", "fdisk",
+    "blockdev", "losetup", "nslookup", "telnet", "time", "timeout", "watch", "which",
+)
+
+INIT_SCRIPT = r"""#!/bin/sh
+# /init of the vmkit default image (written by vmkit/images/default.py):
+# mount the kernel file systems, load the virtio drivers, then become busybox
+# init, which runs the shell of /etc/inittab and handles poweroff and reboot.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname vmkit
+ip link set lo up
+while read -r module; do
+    modprobe -q "$module" || echo "init: cannot load $module"
+done < /etc/modules
+dmesg -n 4  # from here on only errors reach the console, not the shell's screen
+echo "vmkit default image: Linux $(uname -r) $(uname -m)"
+echo "Exit the shell or run poweroff to stop the machine."
+exec init
+"""
+
+# A shell script as PID 1 cannot serve: its background jobs ignore SIGINT
+# (so Ctrl-C would not work in the shell), and while it waits for a
+# foreground job it cannot act on poweroff's signal. busybox init can.
+# cttyhack reopens the console as its real tty (e.g. /dev/ttyS0) and setsid
+# makes the shell a session leader, so the shell gets job control. init
+# runs an entry as `sh -c "exec ENTRY"`, hence the inner sh -c: without it
+# the exec would replace the shell and poweroff would never run.
+INITTAB = """\
+# busybox init(8) table of the vmkit default image; /init did the setup.
+::once:sh -c 'setsid cttyhack sh -l; poweroff'
+::ctrlaltdel:/sbin/reboot
+"""
+
+PROFILE = r"""export PS1='\h:\w\$ '
+"""
+
+
+def pull_default(mirror: str | None = None, force: bool = False, progress: bool = True) -> Path:
+    """Build the default image if it is missing, damaged or ``force``d; return its directory."""
+    final = store.images_dir() / NAME
+    if not force and store.verify_image(final):
+        log.info("image %r is up to date in %s", NAME, final)
+        return final
+    started = time.monotonic()
+    mirror = find_mirror(mirror)
+    cache = store.cache_dir()
+    packages = fetch_packages(mirror, cache / "indexes" / archive.SUITE, progress=progress)
+    meta = find_package(packages, KERNEL_PACKAGE)
+    chosen = [resolve_kernel_package(packages, KERNEL_PACKAGE),
+              find_package(packages, FIRMWARE_PACKAGE), find_package(packages, BUSYBOX_PACKAGE)]
+    debs = [fetch_deb(mirror, p, cache / "debs", progress) for p in chosen]
+    staging = store.staging_dir(NAME)
+    try:
+        with tempfile.TemporaryDirectory(prefix="unpack.", dir=cache) as tmp:
+            manifest = build_image(staging, Path(tmp), chosen, debs)
+        manifest["kernel_metapackage"] = {"name": meta.name, "version": meta.version}
+        manifest["build_seconds"] = round(time.monotonic() - started, 1)
+        write_manifest(staging, manifest)
+        return store.install_image(staging, NAME)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def resolve_kernel_package(packages: dict[str, Package], name: str) -> Package:
+    """Follow ``linux-image-*`` dependencies from a metapackage to the real kernel.
+
+    ``linux-image-riscv64`` depends on ``linux-image-<release>``, which
+    depends on no further ``linux-image-*`` package and carries the files.
+    """
+    package = find_package(packages, name)
+    seen = {package.name}
+    while True:
+        nexts = [alt for group in package.dependencies() for alt in group
+                 if alt.startswith("linux-image-") and alt in packages]
+        if not nexts:
+            return package
+        package = packages[nexts[0]]
+        if package.name in seen:
+            raise ImageError(f"dependency loop among kernel packages at {package.name}")
+        seen.add(package.name)
+
+
+def fetch_deb(mirror: str, package: Package, debs: Path, progress: bool) -> Path:
+    """The package's .deb in the cache, downloaded unless a verified copy is there."""
+    dest = debs / PurePosixPath(package.filename).name
+    if is_verified(dest, package.size, package.sha256):
+        log.info("cached: %s", dest.name)
+        return dest
+    download(f"{mirror}/{package.filename}", dest, size=package.size, sha256=package.sha256,
+             progress=progress, label=f"{package.name} {package.version}")
+    return dest
+
+
+def build_image(out: Path, tmp: Path, packages: list[Package], debs: list[Path]) -> dict:
+    """Write the image files into ``out``; return the manifest (without file list)."""
+    kernel_deb, firmware_deb, busybox_deb = debs
+    log.info("unpacking %s", kernel_deb.name)
+    kroot = tmp / "kernel"
+    extract_deb(kernel_deb, kroot, include=("boot/", "usr/lib/modules/", "lib/modules/"))
+    extract_deb(firmware_deb, tmp / "opensbi", include=("usr/lib/",))
+    extract_deb(busybox_deb, tmp / "busybox", include=(BUSYBOX_PATH, UDHCPC_SCRIPT))
+
+    moddirs = sorted(p for d in ("usr/lib/modules", "lib/modules") if (kroot / d).is_dir()
+                     for p in (kroot / d).iterdir() if p.is_dir())
+    if len(moddirs) != 1:
+        raise ImageError(f"{kernel_deb.name}: expected one modules directory, found "
+                         f"{[p.name for p in moddirs]}; the package layout changed")
+    release = moddirs[0].name
+    kfile = next((kroot / "boot" / f"{n}-{release}" for n in ("vmlinux", "vmlinuz", "Image")
+                  if (kroot / "boot" / f"{n}-{release}").exists()), None)
+    if kfile is None:
+        raise ImageError(f"{kernel_deb.name} has no /boot/vmlinu[xz]-{release}")
+    kimage = kernel_image(kfile.read_bytes())
+    (out / "Image").write_bytes(kimage.data)
+    config_text = (kroot / "boot" / f"config-{release}").read_text()
+    (out / "kernel.config").write_text(config_text)
+
+    firmware = find_firmware(tmp / "opensbi")
+    shutil.copyfile(tmp / "opensbi" / firmware, out / "fw_dynamic.bin")
+
+    busybox = (tmp / "busybox" / BUSYBOX_PATH).read_bytes()
+    udhcpc = tmp / "busybox" / UDHCPC_SCRIPT
+    tree = ModuleTree(moddirs[0])
+    modules, builtin, missing = tree.closure(list(MODULES))
+    if missing:
+        log.warning("kernel %s has neither module nor built-in driver for %s", release, missing)
+    initrd = build_initramfs(busybox, busybox_applets(tmp / "busybox" / BUSYBOX_PATH),
+                             release, tree, modules,
+                             udhcpc.read_bytes() if udhcpc.exists() else None)
+    (out / "initrd.img").write_bytes(initrd.to_bytes(INITRD_COMPRESSION))
+
+    return {
+        "name": NAME,
+        "suite": archive.SUITE,
+        "architecture": archive.ARCH,
+        "packages": [{"name": p.name, "version": p.version, "filename": p.filename,
+                      "sha256": p.sha256, "size": p.size} for p in packages],
+        "kernel": {"release": release, "package_path": str(kfile.relative_to(kroot)),
+                   "source_format": kimage.source_format, "efi_stub": kimage.efi_stub,
+                   "text_offset": kimage.text_offset, "image_size": kimage.image_size,
+                   "load_address": kimage.load_address,
+                   "config": kernel_config(config_text, CONFIG_OF_INTEREST)},
+        "firmware": {"package_path": firmware, "type": "opensbi-generic-fw_dynamic"},
+        "initrd": {"compression": INITRD_COMPRESSION or "none",
+                   "modules": [m.name for m in modules], "builtin": builtin,
+                   "unavailable": missing, "entries": len(initrd.entries)},
+        "cmdline": CMDLINE,
+    }
+
+
+def find_firmware(root: Path) -> str:
+    """The fw_dynamic.bin path inside the opensbi package (64-bit, generic platform)."""
+    if (root / FIRMWARE_PATH).exists():
+        return FIRMWARE_PATH
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("generic/fw_dynamic.bin")
+                   if "riscv64" in str(p))
+    if not found:
+        raise ImageError(f"the {FIRMWARE_PACKAGE} package has no riscv64 generic/fw_dynamic.bin; "
+                         "its layout changed: update FIRMWARE_PATH in vmkit/images/default.py")
+    return found[0]
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    """Applet paths such as ``bin/sh``, ``sbin/modprobe``, from busybox itself.
+
+    A riscv64 binary runs under ``qemu-riscv64`` (user mode) on other hosts;
+    without it, FALLBACK_APPLETS go into /bin.
+    """
+    runner = [] if platform.machine() == "riscv64" else [
+        shutil.which("qemu-riscv64") or shutil.which("qemu-riscv64-static")]
+    if None not in runner:
+        try:
+            run = subprocess.run(runner + [str(busybox), "--list-full"], capture_output=True,
+                                 text=True, timeout=60, check=True)
+            applets = [a for a in run.stdout.split() if a not in ("bin/busybox", "linuxrc")]
+            if applets:
+                return applets
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("cannot run busybox --list-full (%s); using a fixed applet list", e)
+    return [f"bin/{a}" for a in FALLBACK_APPLETS]
+
+
+def build_initramfs(busybox: bytes, applets: list[str], release: str, tree: ModuleTree,
+                    modules: list[Module], udhcpc_script: bytes | None) -> Initramfs:
+    """The initramfs: busybox and its applet links, /init, modules and their indexes."""
+    rd = Initramfs()
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
+              "run", "mnt", "var", f"lib/modules/{release}"):
+        rd.add_dir(d)
+    rd.add_dir("root", 0o700)
+    rd.add_dir("tmp", 0o1777)
+    # The kernel opens /dev/console for init before /init can mount devtmpfs.
+    rd.add_device("dev/console", "c", 5, 1, 0o600)
+    rd.add_device("dev/null", "c", 1, 3, 0o666)
+    rd.add_file("bin/busybox", busybox, 0o755)
+    for applet in applets:
+        rd.add_symlink(applet, "/bin/busybox")
+    rd.add_file("init", INIT_SCRIPT.encode(), 0o755)
+    rd.add_file("etc/inittab", INITTAB.encode())
+    rd.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    rd.add_file("etc/group", b"root:x:0:\n")
+    rd.add_file("etc/profile", PROFILE.encode())
+    # Only the drivers that are modules here; the rest are built in.
+    wanted = [w.replace("-", "_") for w in MODULES]
+    rd.add_file("etc/modules", "".join(f"{m.name}\n" for m in modules if m.name in wanted).encode())
+    if udhcpc_script is not None:
+        rd.add_file("usr/share/udhcpc/default.script", udhcpc_script, 0o755)
+    base = f"lib/modules/{release}"
+    for m in modules:
+        rd.add_file(f"{base}/{m.ko_path}", m.data)
+    rd.add_file(f"{base}/modules.dep", modules_dep(modules).encode())
+    rd.add_file(f"{base}/modules.alias", modules_alias(modules).encode())
+    builtin = tree.root / "modules.builtin"
+    if builtin.exists():
+        rd.add_file(f"{base}/modules.builtin", builtin.read_bytes())
+    return rd
+
+
+def kernel_config(text: str, names: tuple[str, ...]) -> dict[str, str]:
+    """``{"CONFIG_X": "y" | "m" | value | "n"}`` for the given options (n = not set)."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_"):
+            key, _, value = line.partition("=")
+            values[key] = value.strip('"')
+    return {n: values.get(n, "n") for n in names}
+
+
+def write_manifest(image: Path, manifest: dict) -> None:
+    files = {}
+    for p in sorted(image.iterdir()):
+        if p.is_file() and p.name != store.MANIFEST:
+            files[p.name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    manifest["files"] = files
+    (image / store.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
