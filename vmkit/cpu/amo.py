@@ -14,7 +14,7 @@ from vmkit.cpu import state as S
 from vmkit.cpu.decode import funct3, rd, rs1, rs2, sext32, ult
 from vmkit.cpu.jit import njit
 from vmkit.cpu.memory import raise_exception, ram_read, ram_write
-from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, in_ram, tlb_fill
+from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, in_ram, translate_cached
 
 
 @njit
@@ -24,7 +24,7 @@ def amo_translate(csr, st, tlb_tag, tlb_off, ram64, vaddr, size, access):
         cause = C.CAUSE_MISALIGNED_LOAD if access == ACCESS_LOAD else C.CAUSE_MISALIGNED_STORE
         raise_exception(st, cause, vaddr)
         return -1
-    paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, access)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return -1

@@ -17,7 +17,7 @@ import numpy as np
 
 from vmkit.cpu import state as S
 from vmkit.cpu.jit import njit
-from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, access_fault_cause, in_ram, tlb_fill
+from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, access_fault_cause, in_ram, translate_cached
 
 MEM_OK = 0
 MEM_TRAP = 1
@@ -101,7 +101,7 @@ def mmio_exit(st, paddr, vaddr, size, is_store, value):
 @njit
 def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
     """Load `size` bytes (zero-extended).  Returns (status, value)."""
-    paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_LOAD)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_LOAD)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return MEM_TRAP, 0
@@ -111,7 +111,7 @@ def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
             return MEM_OK, ram_read(ram8, paddr - st[S.RAM_BASE], size)
         # Crosses into the next virtual page: translate it too.
         vaddr2 = vaddr + first
-        paddr2, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_LOAD)
+        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_LOAD)
         if cause >= 0:
             raise_exception(st, cause, vaddr2)
             return MEM_TRAP, 0
@@ -130,7 +130,7 @@ def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
 @njit
 def store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size, value):
     """Store the low `size` bytes of value.  Returns a status."""
-    paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_STORE)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_STORE)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return MEM_TRAP
@@ -140,7 +140,7 @@ def store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size, value):
             ram_write(ram8, paddr - st[S.RAM_BASE], size, value)
             return MEM_OK
         vaddr2 = vaddr + first
-        paddr2, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_STORE)
+        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_STORE)
         if cause >= 0:
             raise_exception(st, cause, vaddr2)
             return MEM_TRAP

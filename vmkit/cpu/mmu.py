@@ -51,6 +51,16 @@ def tlb_flush(tlb_tag):
 
 
 @njit
+def tlb_flush_page(tlb_tag, vaddr):
+    """Drop every entry for the page of vaddr, whatever its context (sfence.vma rs1)."""
+    vpn = vaddr >> 12
+    idx = vpn & (S.TLB_SIZE - 1)
+    for kind in range(3):
+        if (tlb_tag[kind, idx] >> S.TLB_CTX_BITS) == vpn:
+            tlb_tag[kind, idx] = S.TLB_INVALID
+
+
+@njit
 def page_fault_cause(access):
     if access == ACCESS_FETCH:
         return C.CAUSE_FETCH_PAGE_FAULT
@@ -239,6 +249,16 @@ def translate(csr, st, ram64, vaddr, access):
 
 
 @njit
+def translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
+    """translate() through the TLB: a hit costs no walk.  Returns (paddr, cause)."""
+    vpn = vaddr >> 12
+    idx = vpn & (S.TLB_SIZE - 1)
+    if tlb_tag[access, idx] == (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]:
+        return st[S.RAM_BASE] + tlb_off[access, idx] + (vaddr & 0xFFF), -1
+    return tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access)
+
+
+@njit
 def tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
     """Translate vaddr, check PMP, and cache the page when it is in RAM.
 
@@ -246,6 +266,7 @@ def tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
     is reported here; a non-RAM paddr is returned for the caller to route
     (CLINT or an MMIO exit).
     """
+    st[S.STAT_TLB_MISSES] += 1
     paddr, cause = translate(csr, st, ram64, vaddr, access)
     if cause >= 0:
         return paddr, cause

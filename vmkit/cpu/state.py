@@ -54,7 +54,11 @@ MMIO_VADDR = 29       # virtual address of the MMIO access (for a fault's tval)
 # translates (privilege, SUM, MXR, MPRV, MPP).  TLB tags carry it, so a trap
 # or a SUM toggle needs no flush (see mmu.py).
 TLB_CTX = 30
-ST_SIZE = 32
+# Statistics, incremented on slow paths only (shown by `vmkit run --stats`).
+STAT_TLB_MISSES = 32
+STAT_EXCEPTIONS = 33
+STAT_INTERRUPTS = 34
+ST_SIZE = 40
 
 # --- exit reasons -----------------------------------------------------------------
 EXIT_BUDGET = 0       # instruction budget spent
@@ -65,7 +69,7 @@ EXIT_BREAK = 4        # pc reached BREAK_PC
 EXIT_TRACE = 5        # one instruction executed in trace mode
 
 # --- TLBs ---------------------------------------------------------------------------
-TLB_SIZE = 256        # direct-mapped entries per TLB
+TLB_SIZE = 4096       # direct-mapped entries per TLB
 TLB_INVALID = 1 << 62  # no tag (vpn << TLB_CTX_BITS | ctx) is this large
 TLB_CTX_BITS = 7
 TLB_FETCH = 0

@@ -10,7 +10,7 @@ from vmkit.cpu.csr import csr_access, mip_value
 from vmkit.cpu.decode import funct3, rd, rs1, rs2, funct7
 from vmkit.cpu.jit import njit
 from vmkit.cpu.memory import raise_exception
-from vmkit.cpu.mmu import tlb_flush
+from vmkit.cpu.mmu import tlb_flush, tlb_flush_page
 from vmkit.cpu.trap import mret, sret
 
 # Outcomes of exec_system.
@@ -38,7 +38,13 @@ def exec_system(insn, x, csr, st, tlb_tag):
         if f7 == 0x09:  # sfence.vma
             if priv == C.PRV_U or (priv == C.PRV_S and (csr[C.MSTATUS] & C.MSTATUS_TVM)):
                 return illegal(st)
-            tlb_flush(tlb_tag)
+            # With rs1 = x0 every page; otherwise only the page of x[rs1]
+            # (4.2.1; the ASID in rs2 is ignored: entries of other address
+            # spaces are dropped too, which is always safe).
+            if rs1(insn) == 0:
+                tlb_flush(tlb_tag)
+            else:
+                tlb_flush_page(tlb_tag, x[rs1(insn)])
             return SYS_NEXT, 0
         if rs1(insn) != 0:
             return illegal(st)

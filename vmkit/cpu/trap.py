@@ -25,6 +25,10 @@ def set_priv(csr, st, priv):
 def take_trap(csr, st, pc, cause, tval, interrupt):
     """Enter the trap handler for `cause`; returns the new pc."""
     priv = st[S.PRIV]
+    if interrupt:
+        st[S.STAT_INTERRUPTS] += 1
+    else:
+        st[S.STAT_EXCEPTIONS] += 1
     bit = 1 << cause
     deleg = csr[C.MIDELEG] if interrupt else csr[C.MEDELEG]
     mcause = cause | C.INTERRUPT_BIT if interrupt else cause

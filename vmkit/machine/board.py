@@ -37,6 +37,9 @@ KERNEL_LOAD_ADDR = M.RAM_BASE + 0x20_0000  # riscv64 Image text offset
 DETERMINISTIC_TICK_INSTRUCTIONS = 100
 HOST_BUDGET = 2_000_000          # instructions between host-clock syncs (~10 ms)
 DETERMINISTIC_BUDGET = 4_000_000
+# Deterministic clock: idle gaps longer than this (seconds of guest time) are
+# also waited out in real time while console input may still arrive.
+IDLE_WAIT_THRESHOLD = 0.01
 # Deterministic RTC epoch: 2026-01-01T00:00:00Z, so runs repeat exactly.
 DETERMINISTIC_EPOCH_NS = 1_767_225_600 * 10**9
 
@@ -153,7 +156,10 @@ class Machine:
                 dev.reset()
         self._halt = None
         self.hart.reset(M.RAM_BASE)
-        self.hart.st[S.TICK_INSTRUCTIONS] = DETERMINISTIC_TICK_INSTRUCTIONS if self.deterministic else 1 << 40
+        # Host clock: the core interpolates mtime between syncs at a rate that
+        # tracks the measured speed (see _sync_host_clock), so guest code that
+        # polls the time between exits still sees it move.
+        self.hart.st[S.TICK_INSTRUCTIONS] = DETERMINISTIC_TICK_INSTRUCTIONS
         self._start_ns = time.monotonic_ns()
 
         ram_end = M.RAM_BASE + cfg.memory
@@ -228,6 +234,23 @@ class Machine:
     def _host_ticks(self) -> int:
         return (time.monotonic_ns() - self._start_ns) // (10**9 // M.TIMEBASE_FREQUENCY)
 
+    def _sync_host_clock(self) -> None:
+        """Bring mtime up to the host clock; it never goes backwards."""
+        now = self._host_ticks()
+        if now > self.hart.mtime:
+            self.hart.mtime = now
+
+    def _tune_interpolation(self, ticks: int, instructions: int) -> None:
+        """Match the core's instructions-per-tick to the speed just measured.
+
+        Only slices that ran flat out (budget exits) are measured, so idle
+        time in WFI does not make the guest clock race ahead.
+        """
+        if ticks > 0 and instructions > 0:
+            rate = max(1, min(10_000, instructions // ticks))
+            old = int(self.hart.st[S.TICK_INSTRUCTIONS])
+            self.hart.st[S.TICK_INSTRUCTIONS] = max(1, (3 * old + rate) // 4)
+
     def _service_mmio(self) -> None:
         addr, size, is_store, value = self.hart.mmio_request
         if is_store:
@@ -258,16 +281,20 @@ class Machine:
         total_base = hart.instret
         while True:
             if not self.deterministic:
-                now_ticks = self._host_ticks()
-                if now_ticks > hart.mtime:
-                    hart.mtime = now_ticks
+                self._sync_host_clock()
             step = budget
             if max_instructions is not None:
                 left = max_instructions - (hart.instret - total_base)
                 if left <= 0:
                     return self._result("budget", 0, total_base, t0)
                 step = min(step, left)
-            code = hart.run(step)
+            if self.deterministic:
+                code = hart.run(step)
+            else:
+                t_slice, i_slice = self._host_ticks(), hart.instret
+                code = hart.run(step)
+                if code == S.EXIT_BUDGET:
+                    self._tune_interpolation(self._host_ticks() - t_slice, hart.instret - i_slice)
             if code == S.EXIT_MMIO:
                 self._service_mmio()
                 if self._halt is not None:
@@ -296,6 +323,16 @@ class Machine:
         target = hart.next_timer_deadline()
         if self.deterministic:
             if target is not None and target > hart.mtime:
+                # Skip straight to the deadline.  While someone may still type,
+                # first wait up to that long in real time, so an idle guest
+                # waiting for input does not spin through its timers.
+                wait = (target - hart.mtime) / M.TIMEBASE_FREQUENCY
+                if self.console.input_open and wait > IDLE_WAIT_THRESHOLD:
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.monotonic()))
+                    self.console.wait(min(wait, 0.5))
+                    if self._poll_input():
+                        return
                 hart.mtime = target
                 return
             if target is not None:

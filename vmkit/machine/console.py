@@ -38,6 +38,7 @@ class Console:
         self._out = None
         self._out_file = None
         self._in_fd = None
+        self._reading = False
         if spec == "stdio":
             self._out = stdout if stdout is not None else sys.stdout.buffer
             stdin = stdin if stdin is not None else sys.stdin
@@ -71,6 +72,7 @@ class Console:
             self._tty_state = termios.tcgetattr(self._in_fd)
             tty.setraw(self._in_fd)
         if self._in_fd is not None:
+            self._reading = True
             threading.Thread(target=self._reader, name="console-input", daemon=True).start()
 
     def close(self) -> None:
@@ -83,7 +85,19 @@ class Console:
             self._out_file = None
 
     # --- input -------------------------------------------------------------------------
+    @property
+    def input_open(self) -> bool:
+        """True while more input may still arrive (stdin not at end of file)."""
+        return self._reading
+
     def _reader(self) -> None:
+        self._reading = True
+        try:
+            self._read_loop()
+        finally:
+            self._reading = False
+
+    def _read_loop(self) -> None:
         while True:
             try:
                 data = os.read(self._in_fd, 4096)

@@ -1,0 +1,65 @@
+"""Boot tests: Debian's riscv64 kernel through OpenSBI on the virt board.
+
+These drive `vmkit run` the way a user does (a real process, its console on
+pipes), with the deterministic clock, an instruction budget and a timeout.
+A failure prints the whole guest console (tests/guest.py).
+"""
+
+import pytest
+
+from tests.guest import Guest
+from vmkit.images.initramfs import Initramfs, read_initramfs
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "vmkit:/# "
+# Instruction budgets: a boot to the shell takes about 1e9 instructions.
+BOOT_BUDGET = "8000000000"
+
+
+@pytest.fixture(scope="session")
+def default_image():
+    from vmkit.images import default_image_paths, pull
+    pull(progress=False)
+    return default_image_paths()
+
+
+def test_default_image_boots_to_a_shell_and_powers_off(default_image):
+    g = Guest(["--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])
+    g.expect(PROMPT)
+    assert g.run("uname -m", PROMPT).strip() == "riscv64"
+    cpuinfo = g.run("cat /proc/cpuinfo", PROMPT)
+    if "rv64imafdc" not in cpuinfo:
+        g.fail(f"/proc/cpuinfo lacks our ISA string: {cpuinfo!r}")
+    assert g.run("echo written-to-tmpfs > /tmp/probe && cat /tmp/probe", PROMPT).strip() == "written-to-tmpfs"
+    g.send("poweroff")
+    status = g.wait()
+    if status != 0:
+        g.fail(f"exit status {status} after poweroff")
+
+
+def _custom_initrd(default_initrd, path):
+    busybox = next(e.data for e in read_initramfs(default_initrd.read_bytes()) if e.name == "bin/busybox")
+    rd = Initramfs()
+    rd.add_file("bin/busybox", busybox, 0o755)
+    for applet in ("sh", "mount", "cat", "echo", "poweroff"):
+        rd.add_symlink(f"bin/{applet}", "busybox")
+    rd.add_dir("proc")
+    rd.add_device("dev/console", "c", 5, 1)
+    rd.add_file("init", b"#!/bin/sh\nmount -t proc proc /proc\n"
+                        b"echo \"custom-init says: $(cat /proc/cmdline)\"\npoweroff -f\n", 0o755)
+    path.write_bytes(rd.to_bytes())
+    return path
+
+
+def test_user_initrd_and_append(default_image, tmp_path):
+    kernel, firmware, initrd, _ = default_image
+    mine = _custom_initrd(initrd, tmp_path / "custom.cpio")
+    g = Guest(["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(mine),
+               "--append", "console=ttyS0 cryptomgr.notests quiet vmkit.marker=42",
+               "--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])
+    line = g.expect("vmkit.marker=42")
+    assert "custom-init says:" in line
+    status = g.wait()
+    if status != 0:
+        g.fail(f"exit status {status}")
