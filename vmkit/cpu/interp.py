@@ -141,6 +141,10 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
         pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
     exit_code = S.EXIT_BUDGET
     ctx = st[S.TLB_CTX]
+    # The page being executed: (virtual page, its RAM halfword index), so
+    # straight-line code skips the TLB lookup.
+    fetch_vpn = S.TLB_INVALID
+    fetch_base = 0
     while True:
         if n >= check_at:
             advance_clock(st, n - counted)
@@ -152,6 +156,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if irq >= 0:
                 pc = take_trap(csr, st, pc, irq, 0, True)
             ctx = st[S.TLB_CTX]  # every path that changes it forces this check
+            fetch_vpn = S.TLB_INVALID  # ...and so does every TLB flush
             if n >= budget:
                 break
             check_at = min(n + CHECK_INTERVAL, budget)
@@ -161,14 +166,17 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
 
         # ---- fetch ------------------------------------------------------------
         vpn = pc >> 12
-        idx = vpn & (S.TLB_SIZE - 1)
-        raw = -1
-        if tlb_tag[0, idx] == (vpn << S.TLB_CTX_BITS) | ctx:
-            off = tlb_off[0, idx] + (pc & 0xFFF)
-            raw = np.int64(ram16[off >> 1])
+        if vpn != fetch_vpn:
+            idx = vpn & (S.TLB_SIZE - 1)
+            if tlb_tag[0, idx] == (vpn << S.TLB_CTX_BITS) | ctx:
+                fetch_vpn = vpn
+                fetch_base = tlb_off[0, idx] >> 1
+        if vpn == fetch_vpn:
+            half = fetch_base + ((pc & 0xFFF) >> 1)
+            raw = np.int64(ram16[half])
             if (raw & 3) == 3:
                 if (pc & 0xFFF) != 0xFFE:
-                    raw |= np.int64(ram16[(off >> 1) + 1]) << 16
+                    raw |= np.int64(ram16[half + 1]) << 16
                 else:
                     raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
         else:
