@@ -53,7 +53,7 @@ def exec_system(insn, x, csr, st, tlb_tag):
             raise_exception(st, C.CAUSE_USER_ECALL + priv, 0)
             return SYS_TRAP, 0
         if imm == 0x001:  # ebreak
-            raise_exception(st, C.CAUSE_BREAKPOINT, st[S.PC])
+            raise_exception(st, C.CAUSE_BREAKPOINT, 0)  # QEMU 7.2 reports tval 0
             return SYS_TRAP, 0
         if imm == 0x302:  # mret
             if priv != C.PRV_M:

@@ -1,0 +1,47 @@
+"""Differential tests: random RV64GC sequences must leave identical state in
+vmkit and in QEMU (the reference).  See gen.py for what is generated.
+
+Default: 200 sequences of 200 instructions in batches of 25 (one program
+each).  VMKIT_DIFF_SEQUENCES raises the count, VMKIT_DIFF_LENGTH the length,
+VMKIT_DIFF_SEED moves the seeds (default 1, so CI runs are reproducible).
+For long runs use `python -m tests.diff.fuzz`.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # for `tests.*`
+
+from tests.diff.batch import run_batch  # noqa: E402
+from tests.diff.harness import qemu_available  # noqa: E402
+from tests.isa.build import CC  # noqa: E402
+
+SEQUENCES = int(os.environ.get("VMKIT_DIFF_SEQUENCES", "200"))
+LENGTH = int(os.environ.get("VMKIT_DIFF_LENGTH", "200"))
+SEED = int(os.environ.get("VMKIT_DIFF_SEED", "1"))
+BATCH = 25
+TIMEOUT = 120
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which(CC) is None, reason=f"{CC} not installed "
+                       "(apt-get install gcc-riscv64-linux-gnu)"),
+    pytest.mark.skipif(not qemu_available(), reason="qemu-system-riscv64 not "
+                       "installed (apt-get install qemu-system-misc)"),
+]
+
+BATCHES = [list(range(s, min(s + BATCH, SEED + SEQUENCES)))
+           for s in range(SEED, SEED + SEQUENCES, BATCH)]
+
+
+@pytest.mark.vmkit
+@pytest.mark.parametrize("seeds", BATCHES, ids=lambda s: f"seeds{s[0]}-{s[-1]}")
+def test_diff(seeds):
+    report = run_batch(seeds, LENGTH, f"diff_{seeds[0]}", timeout=TIMEOUT)
+    problem = report.qemu_problem()
+    assert problem is None, problem
+    problem = report.vmkit_problem()
+    assert problem is None, problem
