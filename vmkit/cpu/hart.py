@@ -23,7 +23,8 @@ def rvc_table() -> np.ndarray:
     global _rvc_table
     if _rvc_table is None:
         from vmkit.cpu.compressed import build_rvc_table
-        _rvc_table = np.ascontiguousarray(build_rvc_table(), dtype=np.int64)
+        # uint32 halves the table (256 KiB) so more of it stays in cache.
+        _rvc_table = np.ascontiguousarray(build_rvc_table(), dtype=np.uint32)
     return _rvc_table
 
 

@@ -24,7 +24,7 @@ from vmkit.cpu.csr import fs_dirty
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2, sext, sext32, ult
 from vmkit.cpu.fpu import fp_execute
 from vmkit.cpu.jit import njit
-from vmkit.cpu.memory import MEM_MMIO, MEM_TRAP, load_slow, raise_exception, store_slow
+from vmkit.cpu.memory import MEM_MMIO, MEM_TRAP, load_slow, raise_exception, ram_read, ram_write, store_slow
 from vmkit.cpu.mmu import ACCESS_FETCH, in_ram, tlb_fill, tlb_flush
 from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system
 from vmkit.cpu.trap import pending_interrupt, take_trap
@@ -159,10 +159,13 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             fetch_vpn = S.TLB_INVALID  # ...and so does every TLB flush
             if n >= budget:
                 break
-            check_at = min(n + CHECK_INTERVAL, budget)
-        if pc == break_pc:
-            exit_code = S.EXIT_BREAK
-            break
+            if break_pc != -1:  # debugging: look at every instruction
+                if pc == break_pc:
+                    exit_code = S.EXIT_BREAK
+                    break
+                check_at = n + 1
+            else:
+                check_at = min(n + CHECK_INTERVAL, budget)
 
         # ---- fetch ------------------------------------------------------------
         vpn = pc >> 12
@@ -171,27 +174,25 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if tlb_tag[0, idx] == (vpn << S.TLB_CTX_BITS) | ctx:
                 fetch_vpn = vpn
                 fetch_base = tlb_off[0, idx] >> 1
-        if vpn == fetch_vpn:
+        n += 1
+        raw = -1
+        if vpn == fetch_vpn and (pc & 0xFFF) != 0xFFE:
             half = fetch_base + ((pc & 0xFFF) >> 1)
             raw = np.int64(ram16[half])
             if (raw & 3) == 3:
-                if (pc & 0xFFF) != 0xFFE:
-                    raw |= np.int64(ram16[half + 1]) << 16
-                else:
-                    raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+                raw |= np.int64(ram16[half + 1]) << 16
         else:
             raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
-        n += 1
-        if raw < 0:
-            st[S.TRAP_PENDING] = 0
-            pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
-            check_at = n
-            continue
+            if raw < 0:
+                st[S.TRAP_PENDING] = 0
+                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                check_at = n
+                continue
         if (raw & 3) == 3:
             insn = raw
             npc = pc + 4
         else:
-            insn = rvc[raw]
+            insn = np.int64(rvc[raw])
             npc = pc + 2
         opcode = insn & 0x7F
         trap = False
@@ -211,9 +212,11 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             lidx = lvpn & (S.TLB_SIZE - 1)
             if f3 == 7:
                 trap = True
-            elif tlb_tag[1, lidx] == (lvpn << S.TLB_CTX_BITS) | ctx and (addr & (size - 1)) == 0:
+            elif tlb_tag[1, lidx] == (lvpn << S.TLB_CTX_BITS) | ctx and (addr & 0xFFF) <= 4096 - size:
                 loff = tlb_off[1, lidx] + (addr & 0xFFF)
-                if f3 == 3:
+                if addr & (size - 1):  # misaligned inside one page (QEMU allows it)
+                    v = load_extend(ram_read(ram8, loff, size), f3)
+                elif f3 == 3:
                     v = ram64[loff >> 3]
                 elif f3 == 2:
                     v = sext32(np.int64(ram32[loff >> 2]))
@@ -255,9 +258,11 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             sidx = svpn & (S.TLB_SIZE - 1)
             if f3 > 3:
                 trap = True
-            elif tlb_tag[2, sidx] == (svpn << S.TLB_CTX_BITS) | ctx and (addr & (size - 1)) == 0:
+            elif tlb_tag[2, sidx] == (svpn << S.TLB_CTX_BITS) | ctx and (addr & 0xFFF) <= 4096 - size:
                 soff = tlb_off[2, sidx] + (addr & 0xFFF)
-                if f3 == 3:
+                if addr & (size - 1):
+                    ram_write(ram8, soff, size, v)
+                elif f3 == 3:
                     ram64[soff >> 3] = v
                 elif f3 == 2:
                     ram32[soff >> 2] = np.uint32(v & 0xFFFFFFFF)

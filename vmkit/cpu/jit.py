@@ -62,6 +62,7 @@ def njit(*args, **kwargs):
     """numba.njit with the core's settings: cached, no GIL, no Python fallback."""
     kwargs.setdefault("cache", True)
     kwargs.setdefault("nogil", True)
+    kwargs.setdefault("_nrt", False)
     return numba.njit(*args, **kwargs)
 
 

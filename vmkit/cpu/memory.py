@@ -101,6 +101,9 @@ def mmio_exit(st, paddr, vaddr, size, is_store, value):
 @njit
 def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
     """Load `size` bytes (zero-extended).  Returns (status, value)."""
+    st[S.STAT_SLOW_ACCESSES] += 1
+    if vaddr & (size - 1):
+        st[S.STAT_MISALIGNED] += 1
     paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_LOAD)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
@@ -130,6 +133,9 @@ def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
 @njit
 def store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size, value):
     """Store the low `size` bytes of value.  Returns a status."""
+    st[S.STAT_SLOW_ACCESSES] += 1
+    if vaddr & (size - 1):
+        st[S.STAT_MISALIGNED] += 1
     paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_STORE)
     if cause >= 0:
         raise_exception(st, cause, vaddr)

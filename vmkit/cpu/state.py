@@ -58,6 +58,8 @@ TLB_CTX = 30
 STAT_TLB_MISSES = 32
 STAT_EXCEPTIONS = 33
 STAT_INTERRUPTS = 34
+STAT_SLOW_ACCESSES = 35  # loads/stores that missed the inline fast path
+STAT_MISALIGNED = 36
 ST_SIZE = 40
 
 # --- exit reasons -----------------------------------------------------------------
