@@ -22,7 +22,6 @@ COUNTEREN_TM = 2
 MEDELEG_WRITABLE = ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5)
                     | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 12)
                     | (1 << 13) | (1 << 15))
-SATP_ASID_PPN = (1 << 60) - 1
 # mstatus bits whose change alters how addresses translate: flush the TLBs.
 MSTATUS_TRANSLATION = C.MSTATUS_MPRV | C.MSTATUS_MPP | C.MSTATUS_SUM | C.MSTATUS_MXR
 
@@ -193,7 +192,7 @@ def csr_write(csr, st, num, value):
         if mode == C.SATP_MODE_BARE or mode == C.SATP_MODE_SV39 or mode == C.SATP_MODE_SV48:
             if mode == C.SATP_MODE_BARE:
                 value = 0
-            csr[num] = value & (SATP_ASID_PPN | (0xF << 60))
+            csr[num] = value  # MODE, a full 16-bit ASID and a 44-bit PPN: no WARL bits left
             st[S.TLB_FLUSH] = 1
         # any other mode (Sv57...): the write is ignored (4.1.11 WARL)
     elif num == C.STIMECMP:
