@@ -32,6 +32,7 @@ def run(
     initrd: Optional[str] = typer.Option(None, "--initrd", help="Initial ramdisk."),
     append: Optional[str] = typer.Option(None, "--append", help="Kernel command line."),
     memory: str = typer.Option("512M", "-m", "--memory", help="Guest RAM, e.g. 512M, 1G."),
+    disk: Optional[list[str]] = typer.Option(None, "--disk", help="Disk image: PATH[,format=raw|qcow2][,readonly=on][,cache=writeback|none|unsafe]; repeat for more disks (vda, vdb, ...)."),
     smp: int = typer.Option(1, "--smp", help="Number of CPUs (only 1 is supported yet)."),
     console: str = typer.Option("stdio", "--console", help="stdio, file:PATH or none."),
     clock: str = typer.Option("host", "--clock", help="host (real time) or deterministic (time advances with instructions; runs repeat exactly)."),
@@ -45,6 +46,7 @@ def run(
     """Boot a virtual machine (the default image when no --kernel/--bios is given)."""
     from vmkit.machine.board import Machine, MachineConfig, MachineError, parse_memory
     from vmkit.machine.console import Console, ConsoleError
+    from vmkit.machine.disks import DiskSpecError, parse_disk
     from vmkit.machine.loader import LoadError
 
     try:
@@ -58,11 +60,12 @@ def run(
             bios, kernel = str(fw), str(k)
             initrd = initrd or str(rd)
             append = append if append is not None else default_append
+        disks = [parse_disk(d) for d in disk or []]
         cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
-                            smp=smp, clock=clock, dtb_out=dumpdtb)
+                            smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks)
         con = Console(console)
         machine = Machine(cfg, con)
-    except (MachineError, LoadError, ConsoleError) as e:
+    except (MachineError, LoadError, ConsoleError, DiskSpecError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or ''}: {e.strerror}")
@@ -88,6 +91,7 @@ def run(
                     halted = machine._result(reason, machine._halt[1], 0, 0)
         result = halted or machine.run(timeout=timeout, max_instructions=max_instructions)
     finally:
+        machine.close()
         con.close()
     if stats:
         mips = result.instructions / result.seconds / 1e6 if result.seconds else 0.0
@@ -102,12 +106,14 @@ def run(
     raise typer.Exit(0)
 
 
-def _mount_images() -> None:
+def _mount_subcommands() -> None:
     from vmkit.images.cli import images_app
+    from vmkit.storage.cli import disk_app
     app.add_typer(images_app, name="images", help="Guest images: pull, ls.")
+    app.add_typer(disk_app, name="disk", help="Disk images: create, info, convert, check, resize, snapshot.")
 
 
-_mount_images()
+_mount_subcommands()
 
 
 def main() -> None:

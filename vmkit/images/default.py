@@ -56,7 +56,10 @@ INITRD_COMPRESSION = None  # uncompressed: the guest need not inflate it (slow w
 # virtio core in, but virtio_mmio (the transport of QEMU virt's devices) and
 # the block, net and rng drivers are modules. Dependencies come along.
 MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng",
-           "virtio_balloon", "vmw_vsock_virtio_transport")
+           "virtio_balloon", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic")
+# Bump when what build_image produces changes: an image built by an older
+# recipe is rebuilt on the next pull (cached .debs are reused).
+RECIPE = 3
 
 # Shown in the manifest and the report: are the drivers vmkit's virt machine
 # needs built in (y), modules (m) or absent?
@@ -129,7 +132,7 @@ PROFILE = r"""export PS1='\h:\w\$ '
 def pull_default(mirror: str | None = None, force: bool = False, progress: bool = True) -> Path:
     """Build the default image if it is missing, damaged or ``force``d; return its directory."""
     final = store.images_dir() / NAME
-    if not force and store.verify_image(final):
+    if not force and store.verify_image(final) and _recipe(final) == RECIPE:
         log.info("image %r is up to date in %s", NAME, final)
         return final
     started = time.monotonic()
@@ -146,11 +149,19 @@ def pull_default(mirror: str | None = None, force: bool = False, progress: bool 
             manifest = build_image(staging, Path(tmp), chosen, debs)
         manifest["kernel_metapackage"] = {"name": meta.name, "version": meta.version}
         manifest["build_seconds"] = round(time.monotonic() - started, 1)
+        manifest["recipe"] = RECIPE
         write_manifest(staging, manifest)
         return store.install_image(staging, NAME)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _recipe(image: Path) -> int | None:
+    try:
+        return json.loads((image / "manifest.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve_kernel_package(packages: dict[str, Package], name: str) -> Package:

@@ -21,7 +21,10 @@ from vmkit.devices.plic import Plic
 from vmkit.devices.rtc import GoldfishRtc
 from vmkit.devices.test_finisher import TestFinisher
 from vmkit.devices.uart import Uart16550
-from vmkit.devices.virtio_mmio_empty import VirtioMmioEmpty
+from vmkit.devices.virtio.block import VirtioBlock
+from vmkit.devices.virtio.console import VirtioConsole
+from vmkit.devices.virtio.mmio import VirtioMmio
+from vmkit.devices.virtio.rng import VirtioRng
 from vmkit.machine import memmap as M
 from vmkit.machine.bootrom import BootRom
 from vmkit.machine.bus import Bus
@@ -58,6 +61,7 @@ class MachineConfig:
     smp: int = 1
     clock: str = "host"              # "host" or "deterministic"
     dtb_out: str | None = None       # write the generated device tree here
+    disks: list = field(default_factory=list)   # DiskSpec, in guest order (vda, vdb, ...)
 
 
 @dataclass
@@ -107,6 +111,8 @@ class Machine:
         self._attach_uart()
         self._attach_rtc()
         self._attach_finisher()
+        self.images = []
+        self._hvc_console = "console=hvc0" in config.append
         self._attach_virtio_slots()
         self.boot()
 
@@ -132,11 +138,43 @@ class Machine:
         self.bus.attach(M.TEST_BASE, M.TEST_SIZE, self.finisher, "test")
 
     def _attach_virtio_slots(self) -> None:
-        self.virtio_slots = []
+        """Disks, then entropy, then the console, from slot 7 down, as QEMU
+        fills virt's slots; the device tree lists slot 7 first, so the first
+        disk is /dev/vda.  Empty slots answer like QEMU's (DeviceID 0)."""
+        devices = [self._open_disk(spec, i) for i, spec in enumerate(self.config.disks)]
+        devices.append(VirtioRng())
+        self.virtio_console = VirtioConsole(self.console.write)
+        devices.append(self.virtio_console)
+        if len(devices) > M.VIRTIO_MMIO_COUNT:
+            raise MachineError(f"too many virtio devices: the board has {M.VIRTIO_MMIO_COUNT} slots")
+        self.virtio_slots = [None] * M.VIRTIO_MMIO_COUNT
         for i in range(M.VIRTIO_MMIO_COUNT):
-            dev = VirtioMmioEmpty()
-            self.virtio_slots.append(dev)
-            self.bus.attach(M.virtio_mmio_base(i), M.VIRTIO_MMIO_SIZE, dev, f"virtio-mmio{i}")
+            slot = M.VIRTIO_MMIO_COUNT - 1 - i
+            device = devices[i] if i < len(devices) else None
+            transport = VirtioMmio(device, self.ram, M.RAM_BASE, self._irq(M.virtio_mmio_irq(slot)))
+            self.virtio_slots[slot] = transport
+            self.bus.attach(M.virtio_mmio_base(slot), M.VIRTIO_MMIO_SIZE, transport, f"virtio-mmio{slot}")
+
+    def _open_disk(self, spec, index: int):
+        from vmkit.storage.errors import ImageFormatError
+        from vmkit.storage.image import open_image
+        try:
+            image = open_image(spec.path, spec.format, readonly=spec.readonly, cache=spec.cache)
+        except FileNotFoundError:
+            raise MachineError(f"--disk {spec.path}: no such file (create one with `vmkit disk create`)") from None
+        except (ImageFormatError, OSError, ValueError) as e:
+            raise MachineError(f"--disk {spec.path}: {e}") from None
+        self.images.append(image)
+        return VirtioBlock(image, serial=f"vmkit-disk{index}", readonly=spec.readonly)
+
+    def close(self) -> None:
+        """Flush and close the disk images (a clean shutdown of the host side)."""
+        for image in self.images:
+            try:
+                image.close()
+            except Exception:  # noqa: BLE001 - report, keep closing the others
+                log.exception("closing a disk image failed")
+        self.images = []
 
     def _wall_clock_ns(self) -> int:
         if self.deterministic:
@@ -268,7 +306,11 @@ class Machine:
     def _poll_input(self) -> bool:
         data = self.console.take_input()
         if data:
-            self.uart.push_input(data)
+            # Keystrokes go to whichever console the kernel was told to use.
+            if self._hvc_console:
+                self.virtio_console.push_input(data)
+            else:
+                self.uart.push_input(data)
             return True
         return False
 

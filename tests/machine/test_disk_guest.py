@@ -1,0 +1,91 @@
+"""Disks as a guest sees them: the default image with extra virtio disks.
+
+Real guest, real image files: the guest formats and mounts a disk, writes
+random data, and a second boot (or the host, through debugfs and qemu-img)
+finds exactly those bytes.  A failure prints the guest console.
+"""
+
+import hashlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.guest import Guest
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "vmkit:/# "
+BUDGET = "30000000000"
+SHA = re.compile(r"\b([0-9a-f]{64})\b")
+
+
+@pytest.fixture(scope="module")
+def image():
+    from vmkit.images import default_image_paths, pull
+    pull(progress=False)
+    return default_image_paths()
+
+
+def boot(*disks):
+    args = ["--clock", "deterministic", "--timeout", "1500", "--max-instructions", BUDGET]
+    for d in disks:
+        args += ["--disk", d]
+    g = Guest(args)
+    g.expect(PROMPT)
+    return g
+
+
+def sha_of(g, command):
+    out = g.run(command, PROMPT)
+    m = SHA.search(out)
+    if not m:
+        g.fail(f"no sha256 in {out!r}")
+    return m.group(1)
+
+
+def poweroff(g):
+    g.send("poweroff")
+    status = g.wait()
+    if status != 0:
+        g.fail(f"exit status {status} after poweroff")
+
+
+def debugfs_dump(raw_image, name, dest):
+    if not shutil.which("debugfs"):
+        pytest.skip("debugfs not installed (apt-get install e2fsprogs)")
+    subprocess.run(["debugfs", "-R", f"dump /{name} {dest}", str(raw_image)], check=True,
+                   capture_output=True)
+    return hashlib.sha256(dest.read_bytes()).hexdigest()
+
+
+def test_format_write_and_read_back_across_boots(image, tmp_path):
+    disk = tmp_path / "data.raw"
+    with open(disk, "wb") as f:
+        f.truncate(256 << 20)
+    g = boot(str(disk))
+    g.run("mke2fs -q /dev/vda && mkdir -p /mnt && mount /dev/vda /mnt", PROMPT)
+    g.run("dd if=/dev/urandom of=/mnt/random.bin bs=1M count=64 2>/dev/null", PROMPT)
+    written = sha_of(g, "sha256sum /mnt/random.bin")
+    g.run("sync && umount /mnt", PROMPT)
+    poweroff(g)
+
+    g = boot(str(disk))
+    g.run("mkdir -p /mnt && mount /dev/vda /mnt", PROMPT)
+    assert sha_of(g, "sha256sum /mnt/random.bin") == written
+    g.run("umount /mnt", PROMPT)
+    poweroff(g)
+    assert debugfs_dump(disk, "random.bin", tmp_path / "out.bin") == written
+
+
+def test_read_only_disk_refuses_writes(image, tmp_path):
+    disk = tmp_path / "ro.raw"
+    disk.write_bytes(b"vmkit-readonly-marker".ljust(1 << 20, b"\0"))
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+    g = boot(f"{disk},format=raw,readonly=on")
+    assert "vmkit-readonly-marker" in g.run("head -c 21 /dev/vda; echo", PROMPT)
+    out = g.run("dd if=/dev/zero of=/dev/vda bs=4096 count=1 conv=fsync 2>&1; echo rc=$?", PROMPT)
+    assert "rc=0" not in out, out
+    poweroff(g)
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
