@@ -40,6 +40,7 @@ KERNEL_LOAD_ADDR = M.RAM_BASE + 0x20_0000  # riscv64 Image text offset
 DETERMINISTIC_TICK_INSTRUCTIONS = 100
 HOST_BUDGET = 2_000_000          # instructions between host-clock syncs (~10 ms)
 DETERMINISTIC_BUDGET = 4_000_000
+MMIO_EXITS_PER_POLL = 256
 # Deterministic clock: idle gaps longer than this (seconds of guest time) are
 # also waited out in real time while console input may still arrive.
 IDLE_WAIT_THRESHOLD = 0.01
@@ -321,6 +322,7 @@ class Machine:
         deadline = t0 + timeout if timeout else None
         budget = DETERMINISTIC_BUDGET if self.deterministic else HOST_BUDGET
         total_base = hart.instret
+        mmio_exits = 0
         while True:
             if not self.deterministic:
                 self._sync_host_clock()
@@ -345,7 +347,12 @@ class Machine:
                         self.boot()
                         continue
                     return self._result(kind, exit_code, total_base, t0)
-                continue
+                # A guest that polls a device (U-Boot reading the UART's LSR)
+                # exits on every access and never spends a budget: look at
+                # input and deadlines every so many exits all the same.
+                mmio_exits += 1
+                if mmio_exits % MMIO_EXITS_PER_POLL:
+                    continue
             if code == S.EXIT_BREAK:
                 return self._result("break", 0, total_base, t0)
             if code == S.EXIT_WFI:
