@@ -63,3 +63,22 @@ def test_user_initrd_and_append(default_image, tmp_path):
     status = g.wait()
     if status != 0:
         g.fail(f"exit status {status}")
+
+
+def test_guest_reboot_restarts_the_machine(default_image, tmp_path):
+    kernel, firmware, initrd, _ = default_image
+    busybox = next(e.data for e in read_initramfs(initrd.read_bytes()) if e.name == "bin/busybox")
+    rd = Initramfs()
+    rd.add_file("bin/busybox", busybox, 0o755)
+    for applet in ("sh", "echo", "reboot"):
+        rd.add_symlink(f"bin/{applet}", "busybox")
+    rd.add_device("dev/console", "c", 5, 1)
+    rd.add_file("init", b"#!/bin/sh\necho vmkit-boot-marker\nreboot -f\n", 0o755)
+    (tmp_path / "reboot.cpio").write_bytes(rd.to_bytes())
+    g = Guest(["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(tmp_path / "reboot.cpio"),
+               "--append", "console=ttyS0 cryptomgr.notests quiet",
+               "--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])
+    g.expect("vmkit-boot-marker")
+    g.expect("OpenSBI")  # the firmware starts again: the machine was reset
+    g.expect("vmkit-boot-marker")
+    g.kill()
