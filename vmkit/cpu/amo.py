@@ -36,6 +36,13 @@ def amo_translate(csr, st, tlb_tag, tlb_off, ram64, vaddr, size, access):
 
 
 @njit
+def amo_op_valid(op):
+    """funct5 values of the read-modify-write AMOs (not LR/SC)."""
+    return (op == 0x00 or op == 0x01 or op == 0x04 or op == 0x08 or op == 0x0C
+            or op == 0x10 or op == 0x14 or op == 0x18 or op == 0x1C)
+
+
+@njit
 def amo_compute(op, a, b, word):
     """funct5 of the AMO on loaded value a and register value b."""
     if op == 0x01:  # amoswap
@@ -104,8 +111,7 @@ def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
         if dest:
             x[dest] = 0
         return True
-    if not (op == 0x00 or op == 0x01 or op == 0x04 or op == 0x08 or op == 0x0C
-            or op == 0x10 or op == 0x14 or op == 0x18 or op == 0x1C):
+    if not amo_op_valid(op):
         return False
     value = x[rs2(insn)]
     off = amo_translate(csr, st, tlb_tag, tlb_off, ram64, addr, size, ACCESS_STORE)

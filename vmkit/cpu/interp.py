@@ -19,14 +19,14 @@ import numpy as np
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.alu import op, op32, op_imm, op_imm32
-from vmkit.cpu.amo import exec_amo
+from vmkit.cpu.amo import amo_compute, amo_op_valid, exec_amo
 from vmkit.cpu.csr import fs_dirty
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2, sext, sext32, ult
 from vmkit.cpu.fpu import fp_execute
 from vmkit.cpu.jit import njit
 from vmkit.cpu.memory import MEM_MMIO, MEM_TRAP, load_slow, raise_exception, ram_read, ram_write, store_slow
 from vmkit.cpu.mmu import ACCESS_FETCH, in_ram, tlb_fill, tlb_flush
-from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system
+from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system, needs_recheck
 from vmkit.cpu.trap import pending_interrupt, take_trap
 
 CHECK_INTERVAL = 64
@@ -344,7 +344,8 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             st[S.LAST_INSN] = raw
             st[S.INSTRET] = base_instret + n
             outcome, target = exec_system(insn, x, csr, st, tlb_tag)
-            check_at = n
+            if needs_recheck(insn):
+                check_at = n
             if outcome == SYS_JUMP:
                 npc = target
             elif outcome == SYS_TRAP:
@@ -359,6 +360,28 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if funct3(insn) > 1:
                 trap = True
         elif opcode == 0x2F:  # AMO
+            # Fast path: an aligned AMO (not LR/SC) whose page is in the store
+            # TLB.  Everything else (LR/SC, faults, misalignment) goes to amo.py.
+            f3 = funct3(insn)
+            aop = (insn >> 27) & 0x1F
+            addr = x[rs1(insn)]
+            asize = 4 if f3 == 2 else 8
+            avpn = addr >> 12
+            aidx = avpn & (S.TLB_SIZE - 1)
+            if ((f3 == 2 or f3 == 3) and aop != 0x02 and aop != 0x03 and amo_op_valid(aop)
+                    and (addr & (asize - 1)) == 0
+                    and tlb_tag[2, aidx] == (avpn << S.TLB_CTX_BITS) | ctx):
+                aoff = tlb_off[2, aidx] + (addr & 0xFFF)
+                if f3 == 3:
+                    old = ram64[aoff >> 3]
+                    ram64[aoff >> 3] = amo_compute(aop, old, x[rs2(insn)], False)
+                else:
+                    old = sext32(np.int64(ram32[aoff >> 2]))
+                    ram32[aoff >> 2] = np.uint32(amo_compute(aop, old, x[rs2(insn)], True) & 0xFFFFFFFF)
+                if rd(insn):
+                    x[rd(insn)] = old
+                pc = npc
+                continue
             st[S.LAST_INSN] = raw
             if not exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
                 trap = True

@@ -21,6 +21,25 @@ SYS_WFI = 3       # idle: leave the run loop until an interrupt
 
 
 @njit
+def needs_recheck(insn):
+    """Could this SYSTEM instruction change interrupts, privilege or translation?
+
+    The interpreter re-examines pending interrupts and the TLB context after
+    those only; plain CSR reads and writes of scratch/epc/cause registers
+    (every trap entry and exit in Linux) skip that work.
+    """
+    f3 = funct3(insn)
+    if f3 == 0 or f3 == 4:
+        return True
+    if (f3 & 3) != 1 and rs1(insn) == 0:
+        return False  # csrrs/csrrc with x0: a pure read
+    num = (insn >> 20) & 0xFFF
+    return (num == C.MSTATUS or num == C.SSTATUS or num == C.MIE or num == C.SIE
+            or num == C.MIP or num == C.SIP or num == C.SATP or num == C.STIMECMP
+            or num == C.MENVCFG or num == C.MIDELEG or C.PMPCFG0 <= num <= C.PMPADDR63)
+
+
+@njit
 def illegal(st):
     raise_exception(st, C.CAUSE_ILLEGAL_INSTRUCTION, st[S.LAST_INSN])
     return SYS_TRAP, 0
