@@ -17,43 +17,14 @@ Deliberate differences from binutils 2.40 (see also vmkit/cpu/disasm.py):
 """
 
 import random
-import re
-import shutil
-import struct
-import subprocess
 
 import numpy as np
 import pytest
 
 from vmkit.cpu.disasm import CSR_NAMES, ENCODINGS, disassemble, find_encoding
 
-OBJDUMP = shutil.which("riscv64-linux-gnu-objdump")
-needs_objdump = pytest.mark.skipif(OBJDUMP is None, reason="riscv64-linux-gnu-objdump not installed")
-
 NOT_RV64GC = {"uret", "dret"}
 CSR_NUMBERS = {name: number for number, name in CSR_NAMES.items()}
-
-_LINE = re.compile(r"^\s*([0-9a-f]+):\t[0-9a-f ]+\t(.*)$")
-
-
-def objdump(words, width, tmp_path):
-    """objdump -M no-aliases text of each word ({address: "mnemonic ops"})."""
-    fmt = "<H" if width == 2 else "<I"
-    path = tmp_path / f"words{width}.bin"
-    path.write_bytes(b"".join(struct.pack(fmt, w) for w in words))
-    out = subprocess.run(
-        [OBJDUMP, "-D", "-b", "binary", "-m", "riscv:rv64", "-M", "no-aliases", str(path)],
-        check=True, capture_output=True, text=True).stdout
-    lines = {}
-    for line in out.splitlines():
-        m = _LINE.match(line)
-        if m:
-            # Drop objdump's annotations: "# 0x..." (a value it tracked
-            # from an earlier lui/auipc) and "<symbol>".
-            text = re.sub(r"\s+[#<].*$", "", m.group(2))
-            lines[int(m.group(1), 16)] = text.replace("\t", " ").strip()
-    assert len(lines) == len(words), "objdump lost sync with the instruction stream"
-    return lines
 
 
 def _split(text):
@@ -109,10 +80,9 @@ def _words():
     return words
 
 
-@needs_objdump
-def test_32bit_matches_objdump(tmp_path):
+def test_32bit_matches_objdump(objdump):
     words = _words()
-    theirs_at = objdump(words, 4, tmp_path)
+    theirs_at = objdump(words, 4)
     agreed = set()
     problems = []
     for i, word in enumerate(words):
@@ -137,10 +107,9 @@ def test_32bit_matches_objdump(tmp_path):
     assert not missing, f"never checked against objdump: {sorted(missing)}"
 
 
-@needs_objdump
-def test_compressed_matches_objdump(tmp_path):
+def test_compressed_matches_objdump(objdump):
     encodings = [c for c in range(65536) if c & 3 != 3]
-    theirs_at = objdump(encodings, 2, tmp_path)
+    theirs_at = objdump(encodings, 2)
     problems = []
     for i, c in enumerate(encodings):
         pc = 2 * i

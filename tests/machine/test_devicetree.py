@@ -12,7 +12,7 @@ from vmkit.devices.plic import Plic
 from vmkit.devices.rtc import GoldfishRtc
 from vmkit.devices.test_finisher import TestFinisher
 from vmkit.devices.uart import Uart16550
-from vmkit.devices.virtio_mmio_empty import VirtioMmioEmpty
+from vmkit.devices.virtio.mmio import VirtioMmio
 from vmkit.machine.devicetree import ISA_STRING, build_device_tree, parse_isa_string
 from vmkit.machine.fdt import FdtNode, parse_dtb
 from vmkit.machine.memmap import RAM_BASE, VIRTIO_MMIO_COUNT
@@ -57,7 +57,7 @@ def our_dtb(num_harts: int = 1, **kwargs) -> bytes:
         plic=Plic(lambda ctx, level: None, num_harts=num_harts),
         rtc=GoldfishRtc(lambda level: None),
         test=TestFinisher(lambda kind, code: None),
-        virtio=[VirtioMmioEmpty() for _ in range(VIRTIO_MMIO_COUNT)],
+        virtio=[VirtioMmio(None) for _ in range(VIRTIO_MMIO_COUNT)],
         num_harts=num_harts, **kwargs)
 
 
@@ -195,6 +195,6 @@ def test_parse_isa_string():
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError):
         build_device_tree(RAM_BASE, RAM_SIZE, uart=None, plic=None, rtc=None, test=None,
-                          virtio=[VirtioMmioEmpty()] * (VIRTIO_MMIO_COUNT + 1))
+                          virtio=[VirtioMmio(None)] * (VIRTIO_MMIO_COUNT + 1))
     with pytest.raises(ValueError):
         our_dtb(initrd=(0x9000_0000, 0x8000_0000))

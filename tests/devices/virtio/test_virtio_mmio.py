@@ -19,7 +19,6 @@ from vmkit.devices.virtio.device import (
 )
 from vmkit.devices.virtio.mmio import INT_CONFIG_CHANGE, INT_USED_BUFFER, Reg, VirtioMmio
 from vmkit.devices.virtio.rng import VirtioRng
-from vmkit.devices.virtio_mmio_empty import VirtioMmioEmpty
 from vmkit.machine.fdt import FdtNode
 
 ACK, DRV, FOK, DOK = STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_FEATURES_OK, STATUS_DRIVER_OK
@@ -91,15 +90,26 @@ def test_identification():
     assert drv.r32(Reg.VENDOR_ID) == 0x554D4551
 
 
-def test_empty_slot_reads_like_qemu_and_like_the_old_empty_slot():
-    new, old = VirtioMmio(None), VirtioMmioEmpty()
-    for off in range(0, 0x200, 4):
-        new.write(off, 4, 0xFFFFFFFF)
-        assert new.read(off, 4) == old.read(off, 4), hex(off)
-    assert new.read(Reg.DEVICE_ID, 4) == 0
-    assert new.read(Reg.MAGIC_VALUE, 2) == 0
-    assert new.save() == {} and new.restore({}) is None
-    new.reset()
+def test_empty_slot_identification():
+    dev = VirtioMmio(None)
+    assert dev.read(0x000, 4) == 0x74726976     # "virt"
+    assert dev.read(0x004, 4) == 2
+    assert dev.read(0x008, 4) == 0              # no device: drivers skip the slot
+    assert dev.read(0x00C, 4) == 0x554D4551     # "QEMU"
+
+
+def test_empty_slot_reads_like_qemu_and_ignores_writes():
+    dev = VirtioMmio(None)
+    ident = {Reg.MAGIC_VALUE: 0x74726976, Reg.VERSION: 2, Reg.DEVICE_ID: 0, Reg.VENDOR_ID: 0x554D4551}
+    for off in range(0, 0x200, 4):              # registers and configuration space
+        dev.write(off, 4, 0xFFFFFFFF)
+        assert dev.read(off, 4) == ident.get(off, 0), hex(off)
+    for off, value in ident.items():            # unchanged by the writes
+        assert dev.read(off, 4) == value, hex(off)
+    assert dev.read(0x100, 1) == 0 and dev.read(0x1FC, 8) == 0   # config space
+    assert dev.read(0x000, 2) == 0 and dev.read(0x002, 4) == 0   # bad width/alignment
+    assert dev.save() == {} and dev.restore({}) is None
+    dev.reset()
 
 
 def test_a_device_needs_ram_and_irq():

@@ -56,9 +56,8 @@ from vmkit.devices.virtio.device import (
     VirtioRequestError,
 )
 from vmkit.devices.virtio.queue import GuestRam, Virtqueue, VirtqueueError, check_sizes
-from vmkit.devices.virtio_mmio_empty import virtio_mmio_dt_node
 from vmkit.machine.fdt import FdtNode
-from vmkit.machine.memmap import RAM_BASE
+from vmkit.machine.memmap import RAM_BASE, VIRTIO_MMIO_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -524,3 +523,13 @@ class VirtioMmio:
     def dt_node(self, parent: FdtNode, plic: FdtNode, *, base: int, irq: int) -> FdtNode:
         """The node QEMU's virt writes for every slot (create_fdt_virtio)."""
         return virtio_mmio_dt_node(parent, plic, base=base, irq=irq)
+
+
+def virtio_mmio_dt_node(parent: FdtNode, plic: FdtNode, *, base: int, irq: int) -> FdtNode:
+    """A "virtio,mmio" transport node; the same whatever device sits behind."""
+    node = parent.child(f"virtio_mmio@{base:x}")
+    node.prop_str("compatible", "virtio,mmio")
+    node.prop_reg((base, VIRTIO_MMIO_SIZE))
+    node.prop_u32("interrupt-parent", plic.phandle())
+    node.prop_u32("interrupts", irq)
+    return node
