@@ -1,7 +1,7 @@
 """Differential tests: random RV64GC sequences must leave identical state in
 vmkit and in QEMU (the reference).  See gen.py for what is generated.
 
-Default: 200 sequences of 200 instructions in batches of 25 (one program
+Default: 1000 sequences of 200 instructions in batches of 25 (one program
 each).  VMKIT_DIFF_SEQUENCES raises the count, VMKIT_DIFF_LENGTH the length,
 VMKIT_DIFF_SEED moves the seeds (default 1, so CI runs are reproducible).
 For long runs use `python -m tests.diff.fuzz`.
@@ -20,7 +20,7 @@ from tests.diff.batch import run_batch  # noqa: E402
 from tests.diff.harness import qemu_available  # noqa: E402
 from tests.isa.build import CC  # noqa: E402
 
-SEQUENCES = int(os.environ.get("VMKIT_DIFF_SEQUENCES", "200"))
+SEQUENCES = int(os.environ.get("VMKIT_DIFF_SEQUENCES", "1000"))
 LENGTH = int(os.environ.get("VMKIT_DIFF_LENGTH", "200"))
 SEED = int(os.environ.get("VMKIT_DIFF_SEED", "1"))
 BATCH = 25
