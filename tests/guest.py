@@ -18,8 +18,9 @@ class GuestError(AssertionError):
 
 
 class Guest:
-    def __init__(self, args, timeout=600.0, env=None):
-        self.args = [sys.executable, "-m", "vmkit", "run", *args]
+    def __init__(self, args, timeout=600.0, env=None, argv=None):
+        """`args` go to `vmkit run`; `argv` runs another emulator instead (QEMU, for benchmarks)."""
+        self.args = argv or [sys.executable, "-m", "vmkit", "run", *args]
         self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env or os.environ.copy())
         self.out = bytearray()
