@@ -9,6 +9,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -29,7 +30,11 @@ def image():
 
 
 def boot(*disks):
-    args = ["--clock", "deterministic", "--timeout", "1500", "--max-instructions", BUDGET]
+    """The default image's kernel and initramfs, with only the given disks."""
+    from vmkit.images import default_image_paths
+    kernel, firmware, initrd, append = default_image_paths()
+    args = ["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(initrd), "--append", append,
+            "--clock", "deterministic", "--timeout", "1500", "--max-instructions", BUDGET]
     for d in disks:
         args += ["--disk", d]
     g = Guest(args)
@@ -89,3 +94,35 @@ def test_read_only_disk_refuses_writes(image, tmp_path):
     assert "rc=0" not in out, out
     poweroff(g)
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+
+
+def test_qcow2_overlay_on_read_only_base(image, tmp_path):
+    for tool in ("mkfs.ext4", "qemu-img"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "base.txt").write_text("from the base image\n")
+    base = tmp_path / "base.raw"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(base), "64M"], check=True)
+    base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run([sys.executable, "-m", "vmkit", "disk", "create", "-f", "qcow2", "-b", str(base),
+                    "-F", "raw", str(overlay)], check=True)
+
+    g = boot(str(overlay))
+    g.run("mkdir -p /mnt && mount /dev/vda /mnt", PROMPT)
+    assert "from the base image" in g.run("cat /mnt/base.txt", PROMPT)
+    g.run("dd if=/dev/urandom of=/mnt/new.bin bs=1M count=16 2>/dev/null", PROMPT)
+    written = sha_of(g, "sha256sum /mnt/new.bin")
+    g.run("sync && umount /mnt", PROMPT)
+    poweroff(g)
+
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == base_sha, "the base image changed"
+    check = subprocess.run(["qemu-img", "check", str(overlay)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    flat = tmp_path / "flat.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(flat)], check=True)
+    assert debugfs_dump(flat, "new.bin", tmp_path / "new.bin") == written
+    assert (debugfs_dump(flat, "base.txt", tmp_path / "base.txt")
+            == hashlib.sha256(b"from the base image\n").hexdigest())
