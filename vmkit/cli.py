@@ -1,7 +1,7 @@
 """The `vmkit` command line.
 
 `vmkit run` works alone, without a daemon, like qemu-system-riscv64:
-    vmkit run                                   boot the default Debian image
+    vmkit run                                   boot the default Debian image from its own disk
     vmkit run --bios none --kernel prog.elf     bare-metal program in M-mode
     vmkit run --bios fw_dynamic.bin --kernel Image --initrd initrd.img --append "console=ttyS0"
 Exit status: 0 on guest poweroff (or Ctrl-A x), the finisher's code when the
@@ -43,24 +43,35 @@ def run(
     dumpdtb: Optional[str] = typer.Option(None, "--dumpdtb", help="Write the generated device tree blob to this file."),
     stats: bool = typer.Option(False, "--stats", help="Print instructions, time and MIPS to stderr at exit."),
 ):
-    """Boot a virtual machine (the default image when no --kernel/--bios is given)."""
+    """Boot a virtual machine (the default image when no --kernel/--bios is given).
+
+    The default VM boots from its own disk, DATA/vms/default/disk.qcow2 (DATA is
+    $VMKIT_DATA_DIR, else ~/.local/share/vmkit): a qcow2 overlay of the image's
+    rootfs.qcow2, made on the first run. It is /dev/vda (--disk options become
+    vdb, vdc, ...), and what the guest writes to it persists across runs and
+    `vmkit images pull`, unless the pull changes the image: then the disk is made
+    afresh, with a warning. Delete the disk for a fresh one. --append replaces the
+    whole command line, root=/dev/vda included (without it the initramfs shell stays).
+    """
     from vmkit.machine.board import Machine, MachineConfig, MachineError, parse_memory
     from vmkit.machine.console import Console, ConsoleError
-    from vmkit.machine.disks import DiskSpecError, parse_disk
+    from vmkit.machine.disks import DiskSpec, DiskSpecError, parse_disk
     from vmkit.machine.loader import LoadError
 
     try:
         mem = parse_memory(memory)
+        disks = [parse_disk(d) for d in disk or []]
         if bios is None and kernel is None:
-            from vmkit.images import ImageError, default_image_paths
+            from vmkit.images import ROOT_ARGS, ImageError, default_image_paths, default_vm_disk
             try:
                 k, fw, rd, default_append = default_image_paths()
+                root = default_vm_disk(warn=lambda m: print(f"vmkit: warning: {m}", file=sys.stderr))
             except ImageError as e:
                 _fail(str(e))
             bios, kernel = str(fw), str(k)
             initrd = initrd or str(rd)
-            append = append if append is not None else default_append
-        disks = [parse_disk(d) for d in disk or []]
+            append = append if append is not None else f"{default_append} {ROOT_ARGS}"
+            disks.insert(0, DiskSpec(str(root), "qcow2"))
         cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
                             smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks)
         con = Console(console)

@@ -24,7 +24,7 @@ def default_image():
     return default_image_paths()
 
 
-def test_default_image_boots_to_a_shell_and_powers_off(default_image):
+def test_default_image_boots_to_a_shell_and_powers_off(default_image, vm_data_dir):
     g = Guest(["--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])
     g.expect(PROMPT)
     assert g.run("uname -m", PROMPT).strip() == "riscv64"

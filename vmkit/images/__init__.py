@@ -1,8 +1,9 @@
 """Guest images: build them from Debian packages, list them, find their files.
 
 ``vmkit images pull`` builds the default image (Debian trixie riscv64:
-kernel, OpenSBI, busybox initramfs) in the user's data directory; see
-``default.py`` for its contents and ``store.py`` for the layout on disk.
+kernel, OpenSBI, busybox initramfs and root disk) in the user's data
+directory; see ``default.py`` for its contents, ``store.py`` for the layout
+on disk and ``vmdisk.py`` for the default VM's own disk.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from . import store
 from .default import CMDLINE, pull_default
 from .errors import ImageError
 from .store import ImageInfo
+from .vmdisk import ROOT_ARGS, default_vm_disk
 
-__all__ = ["ImageError", "ImageInfo", "pull", "list_images", "default_image_paths"]
+__all__ = ["ImageError", "ImageInfo", "pull", "list_images", "default_image_paths",
+           "default_vm_disk", "ROOT_ARGS"]
 
 
 def pull(mirror: str | None = None, force: bool = False, progress: bool = True) -> Path:

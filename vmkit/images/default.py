@@ -7,13 +7,20 @@ concrete ``linux-image-<release>`` package, fetches it, ``opensbi`` and
     Image            the kernel as a raw RISC-V Image (load at 0x80200000)
     fw_dynamic.bin   OpenSBI, generic platform, FW_DYNAMIC (QEMU's -bios)
     initrd.img       a cpio initramfs: busybox, virtio modules, /init
+    rootfs.qcow2     the root disk (ext4, label vmkit-root): the same busybox and
+                     modules, booted with root=/dev/vda; VMs use overlays of it
     kernel.config    the kernel's build configuration, for reference
     manifest.json    packages, versions, SHA256s, kernel release, command line
 
-Equivalent QEMU command line::
+Equivalent QEMU command line (the default VM of ``vmkit run``, whose disk is
+an overlay of rootfs.qcow2, see vmdisk.py)::
 
     qemu-system-riscv64 -M virt -m 512M -nographic -bios fw_dynamic.bin \\
-        -kernel Image -initrd initrd.img -append "console=ttyS0 cryptomgr.notests"
+        -kernel Image -initrd initrd.img \\
+        -append "console=ttyS0 cryptomgr.notests root=/dev/vda rw" \\
+        -drive file=disk.qcow2,format=qcow2,if=none,id=d0 -device virtio-blk-device,drive=d0
+
+Without root= the initramfs keeps the machine: a shell whose files live in RAM.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
+from ..storage.convert import convert
+from ..storage.errors import ImageFormatError
 from . import archive, store
 from .archive import Package, fetch_packages, find_package
 from .deb import extract_deb
 from .download import download, is_verified, sha256_file
 from .errors import ImageError
+from .ext4 import MKFS, find_tool, make_ext4
 from .initramfs import Initramfs
 from .kernel import kernel_image
 from .kmod import Module, ModuleTree, modules_alias, modules_dep
@@ -50,6 +60,7 @@ UDHCPC_SCRIPT = "usr/share/doc/busybox-static/examples/udhcp/simple.script"
 # the 8250 console starts early enough. cryptomgr.notests skips the crypto
 # self-tests, seconds of guest CPU time under emulation.
 CMDLINE = "console=ttyS0 cryptomgr.notests"
+ROOTFS = "rootfs.qcow2"
 INITRD_COMPRESSION = None  # uncompressed: the guest need not inflate it (slow when emulated)
 
 # Loaded by /init when they are modules; Debian builds virtio_console and the
@@ -59,7 +70,7 @@ MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-
            "virtio_balloon", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic")
 # Bump when what build_image produces changes: an image built by an older
 # recipe is rebuilt on the next pull (cached .debs are reused).
-RECIPE = 3
+RECIPE = 4
 
 # Shown in the manifest and the report: are the drivers vmkit's virt machine
 # needs built in (y), modules (m) or absent?
@@ -87,29 +98,88 @@ FALLBACK_APPLETS = (
     "md5sum", "sha256sum", "gzip", "gunzip", "zcat", "tar", "cpio", "nproc", "uptime",
     "clear", "reset", "stty", "tty", "mknod", "mdev", "switch_root", "mke2fs", "fdisk",
     "blockdev", "losetup", "nslookup", "telnet", "time", "timeout", "watch", "which",
+    "usleep",
 )
+# Of those, the ones busybox installs in /sbin; /init, /etc/inittab and the
+# kernel look for /sbin/init, and inittab names /sbin/reboot.
+FALLBACK_SBIN = ("init", "switch_root", "poweroff", "reboot", "halt", "modprobe", "insmod",
+                 "rmmod", "lsmod", "mdev", "ifconfig", "route", "udhcpc", "mke2fs", "fdisk",
+                 "blockdev", "losetup")
 
 INIT_SCRIPT = r"""#!/bin/sh
 # /init of the vmkit default image (written by vmkit/images/default.py):
-# mount the kernel file systems, load the virtio drivers, then become busybox
-# init, which runs the shell of /etc/inittab and handles poweroff and reboot.
+# mount the kernel file systems and load the drivers. Given root=/dev/NAME
+# on the kernel command line, mount that disk and make its /sbin/init PID 1;
+# else (or if that fails) become busybox init right here. Either init runs
+# /etc/init.d/rcS and the shell of /etc/inittab, and handles poweroff.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-hostname vmkit
-ip link set lo up
 while read -r module; do
     modprobe -q "$module" || echo "init: cannot load $module"
 done < /etc/modules
 dmesg -n 4  # from here on only errors reach the console, not the shell's screen
 echo "vmkit default image: Linux $(uname -r) $(uname -m)"
 echo "Exit the shell or run poweroff to stop the machine."
+
+mount_root() {  # DEVICE MODE: mount it on /newroot, hand it /dev, /proc and /sys
+    # The driver may still be probing the disk: give it 5 s to appear.
+    tries=0
+    until [ -e "/sys/class/block/${1#/dev/}" ]; do
+        if [ $tries -ge 50 ]; then
+            echo "init: no disk $1 after 5 s (is a --disk attached?)"
+            return 1
+        fi
+        usleep 100000
+        tries=$((tries + 1))
+    done
+    if ! mount -t ext4 -o "$2" "$1" /newroot; then
+        echo "init: cannot mount $1 as ext4 (see the kernel messages: dmesg | tail)"
+        return 1
+    fi
+    if [ ! -x /newroot/sbin/init ]; then
+        echo "init: $1 has no /sbin/init"
+        umount /newroot
+        return 1
+    fi
+    # What cannot be moved, rcS on the disk mounts afresh.
+    for fs in /dev /proc /sys; do
+        mount -o move "$fs" "/newroot$fs" 2>/dev/null
+    done
+    return 0
+}
+
+root= mode=rw
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        root=/dev/*) root=${arg#root=} ;;
+        ro|rw) mode=$arg ;;
+    esac
+done
+if [ -n "$root" ]; then
+    if mount_root "$root" "$mode"; then
+        exec switch_root /newroot /sbin/init
+    fi
+    echo "init: staying in the initramfs; its files are lost at poweroff"
+fi
 exec init
+"""
+
+# Run once by busybox init (::sysinit: in /etc/inittab), in the initramfs and
+# on the root disk alike. busybox has no mountpoint applet, hence mounted().
+RCS_SCRIPT = r"""#!/bin/sh
+# /etc/init.d/rcS of the vmkit default image (written by vmkit/images/default.py).
+mounted() { grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null; }
+mounted /proc || mount -t proc proc /proc
+mounted /sys || mount -t sysfs sysfs /sys
+mounted /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mounted /dev/pts || mount -t devpts devpts /dev/pts
+mounted /tmp || mount -t tmpfs tmpfs /tmp
+mounted /run || mount -t tmpfs tmpfs /run
+hostname -F /etc/hostname
+ip link set lo up
 """
 
 # A shell script as PID 1 cannot serve: its background jobs ignore SIGINT
@@ -118,14 +188,33 @@ exec init
 # cttyhack reopens the console as its real tty (e.g. /dev/ttyS0) and setsid
 # makes the shell a session leader, so the shell gets job control. init
 # runs an entry as `sh -c "exec ENTRY"`, hence the inner sh -c: without it
-# the exec would replace the shell and poweroff would never run.
+# the exec would replace the shell and poweroff would never run. At
+# shutdown, before init kills everything and syncs, disks are unmounted or
+# made read-only (umount of / does that), so the root disk is clean for the
+# next boot; the kernel's own file systems need neither.
 INITTAB = """\
-# busybox init(8) table of the vmkit default image; /init did the setup.
+# busybox init(8) table of the vmkit default image.
+::sysinit:/etc/init.d/rcS
 ::once:sh -c 'setsid cttyhack sh -l; poweroff'
 ::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r -t norootfs,devtmpfs,proc,sysfs
 """
 
 PROFILE = r"""export PS1='\h:\w\$ '
+"""
+
+HOSTNAME = "vmkit"
+ROOT_LABEL = "vmkit-root"
+ROOTFS_SIZE = 1 << 30  # virtual; the qcow2 file holds only what mkfs.ext4 wrote
+# /init reads root= and mounts the disk itself; this table is for mount and umount.
+FSTAB = f"""\
+# <file system> <mount point> <type> <options> <dump> <pass>
+LABEL={ROOT_LABEL} / ext4 rw,relatime 0 1
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devpts /dev/pts devpts defaults 0 0
+tmpfs /tmp tmpfs defaults 0 0
+tmpfs /run tmpfs defaults 0 0
 """
 
 
@@ -136,6 +225,7 @@ def pull_default(mirror: str | None = None, force: bool = False, progress: bool 
         log.info("image %r is up to date in %s", NAME, final)
         return final
     started = time.monotonic()
+    find_tool(MKFS)  # before any download: without e2fsprogs there is no root disk
     mirror = find_mirror(mirror)
     cache = store.cache_dir()
     packages = fetch_packages(mirror, cache / "indexes" / archive.SUITE, progress=progress)
@@ -227,10 +317,13 @@ def build_image(out: Path, tmp: Path, packages: list[Package], debs: list[Path])
     modules, builtin, missing = tree.closure(list(MODULES))
     if missing:
         log.warning("kernel %s has neither module nor built-in driver for %s", release, missing)
-    initrd = build_initramfs(busybox, busybox_applets(tmp / "busybox" / BUSYBOX_PATH),
-                             release, tree, modules,
-                             udhcpc.read_bytes() if udhcpc.exists() else None)
+    userland = build_userland(busybox, busybox_applets(tmp / "busybox" / BUSYBOX_PATH),
+                              release, tree, modules,
+                              udhcpc.read_bytes() if udhcpc.exists() else None)
+    initrd = build_initramfs(userland)
     (out / "initrd.img").write_bytes(initrd.to_bytes(INITRD_COMPRESSION))
+    rootfs = build_rootfs(userland)
+    write_root_disk(rootfs, out / ROOTFS, tmp)
 
     return {
         "name": NAME,
@@ -247,6 +340,8 @@ def build_image(out: Path, tmp: Path, packages: list[Package], debs: list[Path])
         "initrd": {"compression": INITRD_COMPRESSION or "none",
                    "modules": [m.name for m in modules], "builtin": builtin,
                    "unavailable": missing, "entries": len(initrd.entries)},
+        "rootfs": {"format": "qcow2", "filesystem": "ext4", "label": ROOT_LABEL,
+                   "virtual_size": ROOTFS_SIZE, "entries": len(rootfs.entries)},
         "cmdline": CMDLINE,
     }
 
@@ -267,7 +362,7 @@ def busybox_applets(busybox: Path) -> list[str]:
     """Applet paths such as ``bin/sh``, ``sbin/modprobe``, from busybox itself.
 
     A riscv64 binary runs under ``qemu-riscv64`` (user mode) on other hosts;
-    without it, FALLBACK_APPLETS go into /bin.
+    without it, FALLBACK_APPLETS go into /bin and /sbin.
     """
     runner = [] if platform.machine() == "riscv64" else [
         shutil.which("qemu-riscv64") or shutil.which("qemu-riscv64-static")]
@@ -280,26 +375,28 @@ def busybox_applets(busybox: Path) -> list[str]:
                 return applets
         except (OSError, subprocess.SubprocessError) as e:
             log.warning("cannot run busybox --list-full (%s); using a fixed applet list", e)
-    return [f"bin/{a}" for a in FALLBACK_APPLETS]
+    return [f"{'sbin' if a in FALLBACK_SBIN else 'bin'}/{a}" for a in FALLBACK_APPLETS]
 
 
-def build_initramfs(busybox: bytes, applets: list[str], release: str, tree: ModuleTree,
-                    modules: list[Module], udhcpc_script: bytes | None) -> Initramfs:
-    """The initramfs: busybox and its applet links, /init, modules and their indexes."""
+def build_userland(busybox: bytes, applets: list[str], release: str, tree: ModuleTree,
+                   modules: list[Module], udhcpc_script: bytes | None) -> Initramfs:
+    """What the initramfs and the root disk both hold: busybox and its applet
+    links, /etc (inittab, rcS, profile, users), the modules and their indexes."""
     rd = Initramfs()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
               "run", "mnt", "var", f"lib/modules/{release}"):
         rd.add_dir(d)
     rd.add_dir("root", 0o700)
     rd.add_dir("tmp", 0o1777)
-    # The kernel opens /dev/console for init before /init can mount devtmpfs.
+    # The kernel opens /dev/console for init before anything mounts devtmpfs.
     rd.add_device("dev/console", "c", 5, 1, 0o600)
     rd.add_device("dev/null", "c", 1, 3, 0o666)
     rd.add_file("bin/busybox", busybox, 0o755)
     for applet in applets:
         rd.add_symlink(applet, "/bin/busybox")
-    rd.add_file("init", INIT_SCRIPT.encode(), 0o755)
     rd.add_file("etc/inittab", INITTAB.encode())
+    rd.add_file("etc/init.d/rcS", RCS_SCRIPT.encode(), 0o755)
+    rd.add_file("etc/hostname", f"{HOSTNAME}\n".encode())
     rd.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     rd.add_file("etc/group", b"root:x:0:\n")
     rd.add_file("etc/profile", PROFILE.encode())
@@ -317,6 +414,38 @@ def build_initramfs(busybox: bytes, applets: list[str], release: str, tree: Modu
     if builtin.exists():
         rd.add_file(f"{base}/modules.builtin", builtin.read_bytes())
     return rd
+
+
+def build_initramfs(userland: Initramfs) -> Initramfs:
+    """The initramfs: the userland, /init, and /newroot where /init mounts the root disk."""
+    rd = userland.copy()
+    rd.add_dir("newroot")
+    rd.add_file("init", INIT_SCRIPT.encode(), 0o755)
+    return rd
+
+
+def build_rootfs(userland: Initramfs) -> Initramfs:
+    """The root disk's tree: the userland and an /etc/fstab. Its /sbin/init is busybox."""
+    fs = userland.copy()
+    fs.add_file("etc/fstab", FSTAB.encode())
+    return fs
+
+
+def write_root_disk(rootfs: Initramfs, dest: Path, scratch: Path) -> None:
+    """Make ``rootfs`` an ext4 file system (mkfs.ext4 -d) and store it as qcow2 at ``dest``.
+
+    The raw file system is sparse and ROOTFS_SIZE long; the copy keeps only
+    clusters with data, so the qcow2 file is about as big as the files in it.
+    """
+    raw = scratch / "rootfs.raw"
+    log.info("making the root file system (%d entries)", len(rootfs.entries))
+    make_ext4(list(rootfs.entries.values()), raw, ROOTFS_SIZE, ROOT_LABEL)
+    try:
+        convert(str(raw), "raw", str(dest), "qcow2")
+    except ImageFormatError as e:
+        raise ImageError(f"cannot write the root disk {dest.name}: {e}") from e
+    finally:
+        raw.unlink()
 
 
 def kernel_config(text: str, names: tuple[str, ...]) -> dict[str, str]:

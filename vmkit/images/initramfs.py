@@ -48,6 +48,12 @@ class Initramfs:
         self.mtime = mtime  # fixed by default, so the same inputs give the same bytes
         self.entries: dict[str, Entry] = {}
 
+    def copy(self) -> "Initramfs":
+        """Another archive with the same entries, to add to separately."""
+        other = Initramfs(self.mtime)
+        other.entries = dict(self.entries)
+        return other
+
     def _add(self, path: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         name = str(PurePosixPath("/", path).relative_to("/"))
         if name == "." or ".." in PurePosixPath(name).parts:

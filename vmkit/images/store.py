@@ -4,6 +4,7 @@ Layout, under the data directory (``$VMKIT_DATA_DIR``, else
 ``$XDG_DATA_HOME/vmkit``, else ``~/.local/share/vmkit``)::
 
     images/<name>/        one directory per image, with manifest.json
+    vms/<name>/           one directory per VM: its disk (see vmdisk.py)
     cache/debs/           downloaded .deb files, kept while they verify
     cache/indexes/<suite>/  InRelease and Packages files
 
@@ -35,6 +36,10 @@ def data_dir() -> Path:
 
 def images_dir() -> Path:
     return data_dir() / "images"
+
+
+def vms_dir() -> Path:
+    return data_dir() / "vms"
 
 
 def cache_dir() -> Path:
