@@ -23,16 +23,11 @@ APPEND = "console=ttyS0 quiet"
 
 def make_initrd(path: Path) -> Path:
     from vmkit.images import default_image_paths
-    from vmkit.images.initramfs import Initramfs, read_initramfs
+    from vmkit.images.initramfs import busybox_initramfs
     _, _, default_initrd, _ = default_image_paths()
-    busybox = next(e.data for e in read_initramfs(default_initrd.read_bytes()) if e.name == "bin/busybox")
-    rd = Initramfs()
-    rd.add_file("bin/busybox", busybox, 0o755)
-    for applet in ("sh", "echo", "poweroff"):
-        rd.add_symlink(f"bin/{applet}", "busybox")
-    rd.add_device("dev/console", "c", 5, 1)
-    rd.add_file("init", b"#!/bin/sh\necho " + MARKER + b"\npoweroff -f\n", 0o755)
-    path.write_bytes(rd.to_bytes())
+    path.write_bytes(busybox_initramfs(default_initrd.read_bytes(),
+                                       b"#!/bin/sh\necho " + MARKER + b"\npoweroff -f\n",
+                                       ("sh", "echo", "poweroff")))
     return path
 
 

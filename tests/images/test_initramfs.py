@@ -77,3 +77,23 @@ def test_gnu_cpio_reads_it(tmp_path):
     for name, entry in sample().entries.items():
         if entry.kind not in ("char", "block"):
             assert os.path.lexists(out / name), name
+
+
+def test_busybox_initramfs_takes_busybox_from_the_source():
+    from vmkit.images.initramfs import Initramfs, busybox_initramfs, read_initramfs
+    src = Initramfs()
+    src.add_file("bin/busybox", b"\x7fELF-busybox", 0o755)
+    src.add_file("etc/other", b"not copied")
+    out = {e.name: e for e in read_initramfs(busybox_initramfs(src.to_bytes(), b"#!/bin/sh\necho hi\n", ("sh", "echo")))}
+    assert out["bin/busybox"].data == b"\x7fELF-busybox"
+    assert out["bin/sh"].data == b"busybox" and out["bin/echo"].data == b"busybox"
+    assert out["init"].data == b"#!/bin/sh\necho hi\n" and out["init"].mode & 0o111
+    assert out["dev/console"].rdev == (5, 1)
+    assert "etc/other" not in out
+
+
+def test_busybox_initramfs_needs_a_busybox():
+    import pytest
+    from vmkit.images.initramfs import Initramfs, busybox_initramfs
+    with pytest.raises(ValueError, match="busybox"):
+        busybox_initramfs(Initramfs().to_bytes(), b"#!/bin/sh\n")

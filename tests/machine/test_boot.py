@@ -8,7 +8,7 @@ A failure prints the whole guest console (tests/guest.py).
 import pytest
 
 from tests.guest import Guest
-from vmkit.images.initramfs import Initramfs, read_initramfs
+from vmkit.images.initramfs import busybox_initramfs
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,10 @@ def test_default_image_boots_to_a_shell_and_powers_off(default_image, vm_data_di
 
 
 def _custom_initrd(default_initrd, path):
-    busybox = next(e.data for e in read_initramfs(default_initrd.read_bytes()) if e.name == "bin/busybox")
-    rd = Initramfs()
-    rd.add_file("bin/busybox", busybox, 0o755)
-    for applet in ("sh", "mount", "cat", "echo", "poweroff"):
-        rd.add_symlink(f"bin/{applet}", "busybox")
-    rd.add_dir("proc")
-    rd.add_device("dev/console", "c", 5, 1)
-    rd.add_file("init", b"#!/bin/sh\nmount -t proc proc /proc\n"
-                        b"echo \"custom-init says: $(cat /proc/cmdline)\"\npoweroff -f\n", 0o755)
-    path.write_bytes(rd.to_bytes())
+    path.write_bytes(busybox_initramfs(
+        default_initrd.read_bytes(),
+        b"#!/bin/sh\nmount -t proc proc /proc\necho \"custom-init says: $(cat /proc/cmdline)\"\npoweroff -f\n",
+        ("sh", "mount", "cat", "echo", "poweroff")))
     return path
 
 
@@ -67,14 +61,8 @@ def test_user_initrd_and_append(default_image, tmp_path):
 
 def test_guest_reboot_restarts_the_machine(default_image, tmp_path):
     kernel, firmware, initrd, _ = default_image
-    busybox = next(e.data for e in read_initramfs(initrd.read_bytes()) if e.name == "bin/busybox")
-    rd = Initramfs()
-    rd.add_file("bin/busybox", busybox, 0o755)
-    for applet in ("sh", "echo", "reboot"):
-        rd.add_symlink(f"bin/{applet}", "busybox")
-    rd.add_device("dev/console", "c", 5, 1)
-    rd.add_file("init", b"#!/bin/sh\necho vmkit-boot-marker\nreboot -f\n", 0o755)
-    (tmp_path / "reboot.cpio").write_bytes(rd.to_bytes())
+    (tmp_path / "reboot.cpio").write_bytes(busybox_initramfs(
+        initrd.read_bytes(), b"#!/bin/sh\necho vmkit-boot-marker\nreboot -f\n", ("sh", "echo", "reboot")))
     g = Guest(["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(tmp_path / "reboot.cpio"),
                "--append", "console=ttyS0 cryptomgr.notests quiet",
                "--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])

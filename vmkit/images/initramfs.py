@@ -121,3 +121,23 @@ def read_initramfs(data: bytes) -> list[Entry]:
             return entries
         entries.append(Entry(name, mode, data[pos:pos + size], rdev, mtime))
         pos += size + (-size % 4)
+
+
+def busybox_initramfs(source_initrd: bytes, init_script: bytes,
+                      applets: tuple[str, ...] = ("sh",)) -> bytes:
+    """A minimal initramfs: the busybox of `source_initrd` and `init_script` as /init.
+
+    For tests and benchmarks that need a guest doing one precise thing
+    (print a marker, power off, reboot) with nothing else running.
+    """
+    busybox = next((e.data for e in read_initramfs(source_initrd) if e.name == "bin/busybox"), None)
+    if busybox is None:
+        raise ValueError("the source initramfs has no bin/busybox")
+    rd = Initramfs()
+    rd.add_file("bin/busybox", busybox, 0o755)
+    for applet in applets:
+        rd.add_symlink(f"bin/{applet}", "busybox")
+    rd.add_dir("proc")
+    rd.add_device("dev/console", "c", 5, 1)
+    rd.add_file("init", init_script, 0o755)
+    return rd.to_bytes()
