@@ -70,3 +70,20 @@ def test_guest_reboot_restarts_the_machine(default_image, tmp_path):
     g.expect("OpenSBI")  # the firmware starts again: the machine was reset
     g.expect("vmkit-boot-marker")
     g.kill()
+
+
+def test_virtio_console_as_the_guest_console(default_image):
+    """console=hvc0: the kernel and the shell talk through virtio-console, and
+    keystrokes are routed to it instead of the UART."""
+    kernel, firmware, initrd, append = default_image
+    g = Guest(["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(initrd),
+               "--append", append.replace("console=ttyS0", "console=hvc0"),
+               "--clock", "deterministic", "--timeout", "1200", "--max-instructions", BOOT_BUDGET])
+    g.expect(PROMPT)
+    tty = g.run("tty; cat /sys/class/tty/console/active", PROMPT)
+    if "hvc0" not in tty:
+        g.fail(f"the shell is not on hvc0: {tty!r}")
+    g.send("poweroff")
+    status = g.wait()
+    if status != 0:
+        g.fail(f"exit status {status}")
