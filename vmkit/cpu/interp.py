@@ -78,6 +78,22 @@ def fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc):
 
 
 @njit
+def take_raised_trap(csr, st, pc):
+    """Enter the handler for the exception a helper raised (st[TRAP_*])."""
+    st[S.TRAP_PENDING] = 0
+    return take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+
+
+@njit
+def mmio_load_exit(st, dest, signed, fp, next_pc):
+    """Complete the exit record of an MMIO load (memory.mmio_exit did the rest)."""
+    st[S.MMIO_RD] = dest
+    st[S.MMIO_SIGNED] = signed
+    st[S.MMIO_FP] = fp
+    st[S.MMIO_NEXT_PC] = next_pc
+
+
+@njit
 def load_extend(v, f3):
     if f3 == 0:
         return sext(v, 8)
@@ -137,8 +153,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
     base_instret = st[S.INSTRET]
     break_pc = st[S.BREAK_PC]
     if st[S.TRAP_PENDING]:  # a fault injected by Python (unclaimed MMIO)
-        st[S.TRAP_PENDING] = 0
-        pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+        pc = take_raised_trap(csr, st, pc)
     exit_code = S.EXIT_BUDGET
     ctx = st[S.TLB_CTX]
     # The page being executed: (virtual page, its RAM halfword index), so
@@ -184,8 +199,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
         else:
             raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
             if raw < 0:
-                st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_raised_trap(csr, st, pc)
                 check_at = n
                 continue
         if (raw & 3) == 3:
@@ -236,14 +250,10 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 status, v = load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size)
                 check_at = n
                 if status == MEM_TRAP:
-                    st[S.TRAP_PENDING] = 0
-                    pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    pc = take_raised_trap(csr, st, pc)
                     continue
                 if status == MEM_MMIO:
-                    st[S.MMIO_RD] = rd(insn)
-                    st[S.MMIO_SIGNED] = 1 if f3 < 3 else 0
-                    st[S.MMIO_FP] = 0
-                    st[S.MMIO_NEXT_PC] = npc
+                    mmio_load_exit(st, rd(insn), 1 if f3 < 3 else 0, 0, npc)
                     n -= 1
                     exit_code = S.EXIT_MMIO
                     break
@@ -274,8 +284,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 status = store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size, v)
                 check_at = n
                 if status == MEM_TRAP:
-                    st[S.TRAP_PENDING] = 0
-                    pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                    pc = take_raised_trap(csr, st, pc)
                     continue
                 if status == MEM_MMIO:
                     st[S.MMIO_NEXT_PC] = npc
@@ -349,8 +358,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if outcome == SYS_JUMP:
                 npc = target
             elif outcome == SYS_TRAP:
-                st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_raised_trap(csr, st, pc)
                 continue
             elif outcome == SYS_WFI:
                 pc = npc
@@ -386,8 +394,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if not exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
                 trap = True
             elif st[S.TRAP_PENDING]:
-                st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_raised_trap(csr, st, pc)
                 check_at = n
                 continue
         elif opcode == 0x07 or opcode == 0x27:  # LOAD-FP / STORE-FP
@@ -396,14 +403,10 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if status < 0:
                 trap = True
             elif status == MEM_TRAP:
-                st[S.TRAP_PENDING] = 0
-                pc = take_trap(csr, st, pc, st[S.TRAP_CAUSE], st[S.TRAP_TVAL], False)
+                pc = take_raised_trap(csr, st, pc)
                 continue
             elif status == MEM_MMIO:
-                st[S.MMIO_RD] = rd(insn)
-                st[S.MMIO_SIGNED] = 0
-                st[S.MMIO_FP] = 1
-                st[S.MMIO_NEXT_PC] = npc
+                mmio_load_exit(st, rd(insn), 0, 1, npc)
                 n -= 1
                 exit_code = S.EXIT_MMIO
                 break
