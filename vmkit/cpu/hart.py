@@ -87,6 +87,7 @@ class Hart:
         self.csr[C.MSTATUS] = C.MSTATUS_XLEN64
         self.csr[C.MHARTID] = self.hartid
         self.tlb_tag[:, :] = S.TLB_INVALID
+        self.tlb_tag[S.TLB_LOG, 0] = 0
 
     # --- running ------------------------------------------------------------------
     def run(self, budget: int) -> int:

@@ -47,7 +47,27 @@ PMP_ENTRIES = 16
 
 @njit
 def tlb_flush(tlb_tag):
-    tlb_tag[:, :] = S.TLB_INVALID
+    """Invalidate every entry of the three TLBs (only the logged ones are valid)."""
+    n = tlb_tag[S.TLB_LOG, 0]
+    if n < 0:
+        for kind in range(3):
+            tlb_tag[kind, :] = S.TLB_INVALID
+    else:
+        for i in range(1, n + 1):
+            e = tlb_tag[S.TLB_LOG, i]
+            tlb_tag[e // S.TLB_SIZE, e % S.TLB_SIZE] = S.TLB_INVALID
+    tlb_tag[S.TLB_LOG, 0] = 0
+
+
+@njit
+def tlb_log_fill(tlb_tag, kind, idx):
+    n = tlb_tag[S.TLB_LOG, 0]
+    if 0 <= n < S.TLB_SIZE - 1:
+        n += 1
+        tlb_tag[S.TLB_LOG, n] = kind * S.TLB_SIZE + idx
+        tlb_tag[S.TLB_LOG, 0] = n
+    else:
+        tlb_tag[S.TLB_LOG, 0] = -1  # too many to list: the next flush clears all
 
 
 @njit
@@ -277,6 +297,7 @@ def tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
             vpn = vaddr >> 12
             idx = vpn & (S.TLB_SIZE - 1)
             tlb_tag[access, idx] = (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]
+            tlb_log_fill(tlb_tag, access, idx)
             tlb_off[access, idx] = page - st[S.RAM_BASE]
             return paddr, -1
     if not pmp_check(csr, paddr, 1, access, priv):

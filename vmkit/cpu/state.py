@@ -74,6 +74,10 @@ EXIT_TRACE = 5        # one instruction executed in trace mode
 TLB_SIZE = 4096       # direct-mapped entries per TLB
 TLB_INVALID = 1 << 62  # no tag (vpn << TLB_CTX_BITS | ctx) is this large
 TLB_CTX_BITS = 7
+# Row TLB_LOG of tlb_tag logs which entries were filled since the last
+# flush ([0] = count, -1 after an overflow; then kind * TLB_SIZE + index), so
+# a flush (sfence.vma, satp write: frequent in Linux) touches only those.
+TLB_LOG = 3
 TLB_FETCH = 0
 TLB_LOAD = 1
 TLB_STORE = 2
@@ -91,6 +95,7 @@ def new_state(ram_size: int, ram_base: int = 0x8000_0000):
     st[BREAK_PC] = -1
     st[TICK_INSTRUCTIONS] = 100
     # tlb_tag[kind, i] = virtual page number; tlb_off[kind, i] = RAM offset of the page
-    tlb_tag = np.full((3, TLB_SIZE), TLB_INVALID, dtype=np.int64)
+    tlb_tag = np.full((4, TLB_SIZE), TLB_INVALID, dtype=np.int64)
+    tlb_tag[TLB_LOG, 0] = 0
     tlb_off = np.zeros((3, TLB_SIZE), dtype=np.int64)
     return x, f, csr, st, tlb_tag, tlb_off
