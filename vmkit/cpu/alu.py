@@ -6,43 +6,69 @@ results from table 7.1).  Each function returns (legal, value); the
 interpreter raises illegal-instruction when legal is False.
 """
 
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
 from vmkit.cpu.decode import INT64_MIN, funct3, funct7, imm_i, sext32, srl, ult
-from vmkit.cpu.jit import njit
+from vmkit.cpu.jit import JIT_DISABLED, njit
 
 MASK32 = 0xFFFFFFFF
 
 
-@njit
-def mulhu(a, b):
-    """High 64 bits of the unsigned 128-bit product of two int64 bit patterns."""
-    a_lo = a & MASK32
-    a_hi = srl(a, 32)
-    b_lo = b & MASK32
-    b_hi = srl(b, 32)
-    lo_lo = a_lo * b_lo
-    hi_lo = a_hi * b_lo
-    lo_hi = a_lo * b_hi
-    hi_hi = a_hi * b_hi
-    cross = srl(lo_lo, 32) + (hi_lo & MASK32) + (lo_hi & MASK32)
-    return hi_hi + srl(hi_lo, 32) + srl(lo_hi, 32) + srl(cross, 32)
+def _mulh_generic(a, b, a_signed, b_signed):
+    """High 64 bits of the 128-bit product, with Python's big integers.
+
+    The reference for the LLVM version below, and what runs with
+    NUMBA_DISABLE_JIT=1 (intrinsics exist only in compiled code).
+    """
+    a, b = int(a), int(b)
+    if not a_signed:
+        a &= (1 << 64) - 1
+    if not b_signed:
+        b &= (1 << 64) - 1
+    h = ((a * b) >> 64) & ((1 << 64) - 1)
+    return h - (1 << 64) if h >> 63 else h
 
 
-@njit
-def mulh(a, b):
-    h = mulhu(a, b)
-    if a < 0:
-        h -= b
-    if b < 0:
-        h -= a
-    return h
+if JIT_DISABLED:
+    def mulh(a, b):
+        return _mulh_generic(a, b, True, True)
 
+    def mulhsu(a, b):
+        return _mulh_generic(a, b, True, False)
 
-@njit
-def mulhsu(a, b):
-    h = mulhu(a, b)
-    if a < 0:
-        h -= b
-    return h
+    def mulhu(a, b):
+        return _mulh_generic(a, b, False, False)
+else:
+    def _mul_high(a_signed, b_signed):
+        """An intrinsic doing the multiply in LLVM's i128: one host multiply."""
+        @intrinsic
+        def high(typingctx, a, b):
+            def codegen(context, builder, signature, args):
+                wide = ir.IntType(128)
+                ea = builder.sext(args[0], wide) if a_signed else builder.zext(args[0], wide)
+                eb = builder.sext(args[1], wide) if b_signed else builder.zext(args[1], wide)
+                p = builder.mul(ea, eb)
+                return builder.trunc(builder.lshr(p, ir.Constant(wide, 64)), ir.IntType(64))
+            return types.int64(types.int64, types.int64), codegen
+        return high
+
+    _mulh = _mul_high(True, True)
+    _mulhsu = _mul_high(True, False)
+    _mulhu = _mul_high(False, False)
+
+    @njit
+    def mulh(a, b):
+        return _mulh(a, b)
+
+    @njit
+    def mulhsu(a, b):
+        return _mulhsu(a, b)
+
+    @njit
+    def mulhu(a, b):
+        return _mulhu(a, b)
 
 
 @njit
