@@ -1,0 +1,144 @@
+"""Shared by the random fuzz test (test_fuzz.py) and the atheris target
+(fuzz_frames.py): seed frames, mutations, checksum repair, and a UserNet
+harness that checks what "handled or counted" means.
+
+The harness's UserNet may relay only to a sink socket it owns on 127.0.0.1
+and its resolver is a fake, so fuzzed frames never reach another host or a
+real name server.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+
+from vmkit.net import dhcp
+from vmkit.net.packets import (
+    ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, MalformedFrame, internet_checksum, parse_arp,
+    parse_ethernet, parse_icmp, parse_ipv4, parse_udp,
+)
+from vmkit.net.stack import DNS_IP, GATEWAY_IP, UserNet, virtual_mac
+from tests.net.helpers import arp_request, dhcp_frame, dhcp_message, dns_query, icmp_echo, udp_frame
+
+
+def fake_resolver(name: str) -> list[str]:
+    if name.startswith("x"):
+        raise OSError("resolver failure")
+    return [] if len(name) % 2 else ["10.1.2.3", "10.1.2.4"]
+
+
+def seed_frames(sink_port: int) -> list[bytes]:
+    frames = [
+        arp_request(GATEWAY_IP), arp_request(DNS_IP),
+        icmp_echo(GATEWAY_IP), icmp_echo(DNS_IP, data=bytes(100)),
+        dhcp_frame(dhcp_message(dhcp.DHCPDISCOVER)),
+        dhcp_frame(dhcp_message(dhcp.DHCPREQUEST, requested=bytes([10, 0, 2, 15]), server_id=GATEWAY_IP)),
+        udp_frame(DNS_IP, 53, dns_query("localhost"), dst_mac=virtual_mac(DNS_IP)),
+        udp_frame(DNS_IP, 53, dns_query("abc", qtype=28)),
+        udp_frame(DNS_IP, 53, dns_query("xfail")),
+        udp_frame(GATEWAY_IP, sink_port, b"relay me"),
+        udp_frame(GATEWAY_IP, sink_port, b"relay me too", sport=1234),
+    ]
+    return frames
+
+
+def fix_checksums(frame: bytes) -> bytes:
+    """Recompute the IPv4 header checksum and the ICMP/UDP checksum where the
+    lengths allow, so mutations reach the code behind checksum checks."""
+    b = bytearray(frame)
+    if len(b) < ETH_HLEN + 20 or struct.unpack_from("!H", b, 12)[0] != ETH_P_IP:
+        return frame
+    hlen = (b[ETH_HLEN] & 0xF) * 4
+    if hlen < 20 or ETH_HLEN + hlen > len(b):
+        return frame
+    struct.pack_into("!H", b, ETH_HLEN + 10, 0)
+    struct.pack_into("!H", b, ETH_HLEN + 10, internet_checksum(bytes(b[ETH_HLEN:ETH_HLEN + hlen])))
+    total = struct.unpack_from("!H", b, ETH_HLEN + 2)[0]
+    start, end = ETH_HLEN + hlen, min(len(b), ETH_HLEN + total)
+    proto = b[ETH_HLEN + 9]
+    if proto == IPPROTO_ICMP and end - start >= 8:
+        struct.pack_into("!H", b, start + 2, 0)
+        struct.pack_into("!H", b, start + 2, internet_checksum(bytes(b[start:end])))
+    elif proto == IPPROTO_UDP and end - start >= 8:
+        struct.pack_into("!H", b, start + 6, 0)         # zero: "no checksum", always accepted
+    return bytes(b)
+
+
+def mutate(rng: random.Random, frame: bytes, seeds: list[bytes]) -> bytes:
+    b = bytearray(frame)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(6)
+        if op == 0 and b:
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif op == 1 and b:
+            b[rng.randrange(len(b))] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+        elif op == 2:
+            del b[rng.randrange(len(b) + 1):]
+        elif op == 3:
+            b += rng.randbytes(rng.randrange(64))
+        elif op == 4 and len(b) > 2:
+            i = rng.randrange(len(b) - 1)
+            value = rng.choice((0, 1, 0xFFFF, len(b), len(b) - ETH_HLEN, rng.randrange(65536)))
+            struct.pack_into("!H", b, i, value & 0xFFFF)         # a plausible or absurd length field
+        elif op == 5:
+            other = rng.choice(seeds)
+            cut = rng.randrange(len(other) + 1)
+            b = b[:cut] + bytearray(other[cut:])
+    return fix_checksums(bytes(b)) if rng.random() < 0.7 else bytes(b)
+
+
+class Harness:
+    """A UserNet fed arbitrary frames. feed() raises AssertionError when the
+    stack misbehaves: an exception escaped, more than one drop counted for a
+    frame, or a frame it sent does not parse."""
+
+    def __init__(self, **kw):
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.setblocking(False)
+        self.sink_port = self.sink.getsockname()[1]
+        self.sent: list[bytes] = []
+        self.net = UserNet(self._to_guest, dns_resolver=fake_resolver,
+                           allow_relay=lambda host, port: host == "127.0.0.1" and port == self.sink_port, **kw)
+
+    def _to_guest(self, frame: bytes) -> None:
+        check_outgoing(frame)
+        self.sent.append(frame)
+
+    def feed(self, frame: bytes) -> None:
+        before = sum(self.net.counters.values())
+        self.net.from_guest(frame)
+        grew = sum(self.net.counters.values()) - before
+        assert grew in (0, 1), f"{grew} drops counted for one frame: {dict(self.net.counters)}"
+        self._echo_sink()
+        self.net.poll()
+        self.sent.clear()
+
+    def _echo_sink(self) -> None:
+        # Answer relayed datagrams so the reply path runs too.
+        for _ in range(8):
+            try:
+                data, addr = self.sink.recvfrom(65535)
+            except BlockingIOError:
+                return
+            self.sink.sendto(data[:64], addr)
+
+    def close(self) -> None:
+        self.net.close()
+        self.sink.close()
+
+
+def check_outgoing(frame: bytes) -> None:
+    """Every frame the stack sends must pass its own strict parsers."""
+    try:
+        eth = parse_ethernet(frame)
+        if eth.ethertype == ETH_P_ARP:
+            parse_arp(eth.payload)
+        else:
+            assert eth.ethertype == ETH_P_IP
+            ip = parse_ipv4(eth.payload)
+            assert ip.proto in (IPPROTO_ICMP, IPPROTO_UDP)
+            parse_icmp(ip.payload) if ip.proto == IPPROTO_ICMP else parse_udp(ip)
+    except MalformedFrame as e:
+        raise AssertionError(f"the stack sent a malformed frame ({e}): {frame.hex()}") from e

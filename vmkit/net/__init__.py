@@ -1,0 +1,1 @@
+"""User-mode (rootless) networking for vmkit guests: packet codecs and the NAT stack."""
