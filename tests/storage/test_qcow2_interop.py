@@ -193,10 +193,11 @@ def test_create_matches_qemu_layout(tmp_path):
     assert '"virtual-size": 1073741824' in info and '"cluster-size": 65536' in info
 
 
-@pytest.mark.parametrize("opts,message", [("extended_l2=on", "extended L2"), ("data_file=data.raw", "external data file"),
+@pytest.mark.parametrize("opts,message", [("extended_l2=on", "extended L2"), ("data_file={tmp}/data.raw", "external data file"),
                                           ("compression_type=zstd", "zstd")])
 def test_refuses_features_it_does_not_implement(tmp_path, opts, message):
     from vmkit.storage import ImageFormatError
+    opts = opts.format(tmp=tmp_path)  # the external data file goes in tmp_path, not the cwd
     p = tmp_path / "f.qcow2"
     r = qemu("create", "-f", "qcow2", "-o", opts, p, "8M", check=False)
     if r.returncode:
