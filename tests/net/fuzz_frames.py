@@ -3,15 +3,16 @@
     python tests/net/fuzz_frames.py [-max_total_time=60] [-rss_limit_mb=512] [CORPUS_DIR ...]
 
 An input is one flags byte and then frames, each as a 2-byte big-endian
-length and that many bytes. Flags bit 0 repairs the IPv4/ICMP checksums of
-every frame (and zeroes UDP's) so the fuzzer gets past them.
+length and that many bytes. Flags bit 0 repairs the IPv4/ICMP/TCP checksums
+of every frame (and zeroes UDP's) so the fuzzer gets past them.
 
 A failure is any exception out of from_guest or poll, more than one drop
 counted for one frame, a malformed frame sent to the guest (fuzzing.Harness),
 a hang (libFuzzer's -timeout) or memory over -rss_limit_mb (RELIABILITY.md,
 "Continuous checks"). The stack relays only to a sink socket of the harness
 on 127.0.0.1 and resolves names with a fake: nothing leaves the machine.
-Seeds (valid ARP, ICMP, DHCP, DNS and UDP frames) are written to
+Seeds (valid ARP, ICMP, DHCP, DNS, UDP and TCP frames, among them a whole
+TCP connection to the harness's echo sink) are written to
 CORPUS_DIR/seed-* when the directory is empty. Each crash found becomes a
 case in test_stack.py or test_packets.py.
 """
@@ -28,7 +29,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports():
-    from vmkit.net import dhcp, dns, packets, stack  # noqa: F401 -- instrumented for coverage
+    from vmkit.net import dhcp, dns, packets, stack, tcp  # noqa: F401 -- instrumented for coverage
     from tests.net.fuzzing import Harness, fix_checksums, seed_frames
 
 _HARNESS = Harness(max_udp_flows=16)

@@ -2,9 +2,10 @@
 (fuzz_frames.py): seed frames, mutations, checksum repair, and a UserNet
 harness that checks what "handled or counted" means.
 
-The harness's UserNet may relay only to a sink socket it owns on 127.0.0.1
-and its resolver is a fake, so fuzzed frames never reach another host or a
-real name server.
+The harness's UserNet may relay only to sink sockets it owns on 127.0.0.1
+(a UDP socket and a TCP listener on the same port number, both echoing) and
+its resolver is a fake, so fuzzed frames never reach another host or a real
+name server.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import struct
 
 from vmkit.net import dhcp
 from vmkit.net.packets import (
-    ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, MalformedFrame, internet_checksum, parse_arp,
-    parse_ethernet, parse_icmp, parse_ipv4, parse_udp,
+    ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST,
+    TCP_SYN, MalformedFrame, _pseudo_header_sum, build_ethernet, build_ipv4, build_tcp, internet_checksum,
+    parse_arp, parse_ethernet, parse_icmp, parse_ipv4, parse_tcp, parse_udp,
 )
-from vmkit.net.stack import DNS_IP, GATEWAY_IP, UserNet, virtual_mac
-from tests.net.helpers import arp_request, dhcp_frame, dhcp_message, dns_query, icmp_echo, udp_frame
+from vmkit.net.stack import DNS_IP, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, UserNet, virtual_mac
+from tests.net.helpers import GUEST_MAC, arp_request, dhcp_frame, dhcp_message, dns_query, icmp_echo, udp_frame
+
+HARNESS_ISN = 7777      # the stack's initial sequence number in the harness, so seeds can complete handshakes
 
 
 def fake_resolver(name: str) -> list[str]:
@@ -40,7 +44,36 @@ def seed_frames(sink_port: int) -> list[bytes]:
         udp_frame(GATEWAY_IP, sink_port, b"relay me"),
         udp_frame(GATEWAY_IP, sink_port, b"relay me too", sport=1234),
     ]
+    # A whole TCP connection to the sink (the SYN-ACK carries HARNESS_ISN),
+    # a SYN with the usual options, an aborted one, and one to a closed port.
+    ack = HARNESS_ISN + 1
+    frames += [
+        tcp_frame(sink_port, TCP_SYN, 1000, 0, mss=1460),
+        tcp_frame(sink_port, TCP_ACK, 1001, ack),
+        tcp_frame(sink_port, TCP_ACK | TCP_PSH, 1001, ack, b"hello over tcp"),
+        tcp_frame(sink_port, TCP_ACK | TCP_FIN, 1015, ack),
+        tcp_frame(sink_port, TCP_SYN, 5000, 0, sport=45001,
+                  options=b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07"),
+        tcp_frame(sink_port, TCP_SYN, 9000, 0, sport=45002),
+        tcp_frame(sink_port, TCP_RST, 9001, 0, sport=45002),
+    ]
     return frames
+
+
+def tcp_frame(dport: int, flags: int, seq: int, ack: int, payload: bytes = b"", *, sport: int = 45000,
+              mss: int | None = None, options: bytes = b"", window: int = 65535) -> bytes:
+    """A guest TCP segment to the gateway; options (padded to 4 bytes) are raw."""
+    seg = build_tcp(GUEST_IP, GATEWAY_IP, sport, dport, seq, ack, flags, window, payload, mss=mss)
+    if options:
+        options += bytes(-len(options) % 4)
+        hlen = 20 + len(options)
+        b = bytearray(seg[:20] + options + payload)
+        struct.pack_into("!H", b, 12, (hlen // 4) << 12 | flags)
+        struct.pack_into("!H", b, 16, 0)
+        struct.pack_into("!H", b, 16, internet_checksum(bytes(b), _pseudo_header_sum(GUEST_IP, GATEWAY_IP,
+                                                                                    IPPROTO_TCP, len(b))))
+        seg = bytes(b)
+    return build_ethernet(GATEWAY_MAC, GUEST_MAC, ETH_P_IP, build_ipv4(GUEST_IP, GATEWAY_IP, IPPROTO_TCP, seg))
 
 
 def fix_checksums(frame: bytes) -> bytes:
@@ -62,6 +95,11 @@ def fix_checksums(frame: bytes) -> bytes:
         struct.pack_into("!H", b, start + 2, internet_checksum(bytes(b[start:end])))
     elif proto == IPPROTO_UDP and end - start >= 8:
         struct.pack_into("!H", b, start + 6, 0)         # zero: "no checksum", always accepted
+    elif proto == IPPROTO_TCP and end - start >= 20:
+        struct.pack_into("!H", b, start + 16, 0)
+        pseudo = _pseudo_header_sum(bytes(b[ETH_HLEN + 12:ETH_HLEN + 16]), bytes(b[ETH_HLEN + 16:ETH_HLEN + 20]),
+                                    IPPROTO_TCP, end - start)
+        struct.pack_into("!H", b, start + 16, internet_checksum(bytes(b[start:end]), pseudo))
     return bytes(b)
 
 
@@ -93,12 +131,30 @@ class Harness:
     stack misbehaves: an exception escaped, more than one drop counted for a
     frame, or a frame it sent does not parse."""
 
+    MAX_TCP_PEERS = 32
+
     def __init__(self, **kw):
-        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sink.bind(("127.0.0.1", 0))
+        for _ in range(50):
+            self.tcp_sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp_sink.bind(("127.0.0.1", 0))
+            self.sink_port = self.tcp_sink.getsockname()[1]
+            self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self.sink.bind(("127.0.0.1", self.sink_port))
+                break
+            except OSError:
+                self.sink.close()
+                self.tcp_sink.close()
+        else:
+            raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
         self.sink.setblocking(False)
-        self.sink_port = self.sink.getsockname()[1]
+        self.tcp_sink.listen(64)
+        self.tcp_sink.setblocking(False)
+        self.tcp_peers: list[socket.socket] = []
         self.sent: list[bytes] = []
+        kw.setdefault("tcp", True)
+        kw.setdefault("tcp_isn", lambda: HARNESS_ISN)
+        kw.setdefault("max_tcp_conns", 16)
         self.net = UserNet(self._to_guest, dns_resolver=fake_resolver,
                            allow_relay=lambda host, port: host == "127.0.0.1" and port == self.sink_port, **kw)
 
@@ -116,17 +172,42 @@ class Harness:
         self.sent.clear()
 
     def _echo_sink(self) -> None:
-        # Answer relayed datagrams so the reply path runs too.
+        # Answer relayed datagrams and streams so the reply paths run too.
         for _ in range(8):
             try:
                 data, addr = self.sink.recvfrom(65535)
             except BlockingIOError:
-                return
+                break
             self.sink.sendto(data[:64], addr)
+        for _ in range(4):
+            try:
+                peer, _addr = self.tcp_sink.accept()
+            except BlockingIOError:
+                break
+            peer.setblocking(False)
+            self.tcp_peers.append(peer)
+            if len(self.tcp_peers) > self.MAX_TCP_PEERS:
+                self.tcp_peers.pop(0).close()
+        for peer in list(self.tcp_peers):
+            try:
+                data = peer.recv(4096)
+                if data:
+                    peer.send(data[:256])
+                else:
+                    peer.close()                # the guest closed: so do we
+                    self.tcp_peers.remove(peer)
+            except BlockingIOError:
+                pass
+            except OSError:
+                peer.close()
+                self.tcp_peers.remove(peer)
 
     def close(self) -> None:
         self.net.close()
         self.sink.close()
+        self.tcp_sink.close()
+        for peer in self.tcp_peers:
+            peer.close()
 
 
 def check_outgoing(frame: bytes) -> None:
@@ -138,7 +219,12 @@ def check_outgoing(frame: bytes) -> None:
         else:
             assert eth.ethertype == ETH_P_IP
             ip = parse_ipv4(eth.payload)
-            assert ip.proto in (IPPROTO_ICMP, IPPROTO_UDP)
-            parse_icmp(ip.payload) if ip.proto == IPPROTO_ICMP else parse_udp(ip)
+            assert ip.proto in (IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_TCP)
+            if ip.proto == IPPROTO_ICMP:
+                parse_icmp(ip.payload)
+            elif ip.proto == IPPROTO_UDP:
+                parse_udp(ip)
+            else:
+                parse_tcp(ip)
     except MalformedFrame as e:
         raise AssertionError(f"the stack sent a malformed frame ({e}): {frame.hex()}") from e

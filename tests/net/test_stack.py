@@ -369,7 +369,7 @@ def _ip_frame(proto: int, payload: bytes, **kw) -> bytes:
 
 
 @pytest.mark.parametrize("frame,reason", [
-    (_ip_frame(IPPROTO_TCP, bytes(20)), "tcp"),
+    (_ip_frame(IPPROTO_TCP, bytes(20)), "malformed"),          # TCP data offset 0
     (_ip_frame(47, bytes(8)), "ip_protocol"),
     (build_ethernet(GATEWAY_MAC, GUEST_MAC, 0x86DD, bytes(40)), "ethertype"),
     (build_ethernet(bytes.fromhex("333300000001"), GUEST_MAC, 0x86DD, bytes(40)), "eth_not_for_us"),

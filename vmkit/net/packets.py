@@ -1,5 +1,5 @@
 """Parse and build the frames the user-mode network sees: Ethernet II, ARP
-(RFC 826), IPv4 (RFC 791), ICMP (RFC 792) and UDP (RFC 768).
+(RFC 826), IPv4 (RFC 791), ICMP (RFC 792), UDP (RFC 768) and TCP (RFC 9293).
 
 Parsers are strict: every length field is checked against the bytes that
 are actually there, and anything truncated, oversized or inconsistent raises
@@ -43,6 +43,18 @@ ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 
 UDP_HLEN = 8
+
+TCP_HLEN_MIN = 20
+TCP_HLEN_MAX = 60               # Data Offset is 4 bits of 32-bit words
+TCP_FIN = 0x01                  # RFC 9293 3.1 "Control bits"
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+TCP_URG = 0x20
+TCP_OPT_EOL = 0                 # RFC 9293 3.2 "Specific Option Definitions"
+TCP_OPT_NOP = 1
+TCP_OPT_MSS = 2
 
 
 class MalformedFrame(ValueError):
@@ -235,3 +247,82 @@ def build_ipv4_udp_frame(dst_mac: bytes, src_mac: bytes, src: bytes, dst: bytes,
     """Ethernet + IPv4 + UDP in one step, the shape of every UDP frame we send."""
     udp = build_udp(src, dst, sport, dport, payload)
     return build_ethernet(dst_mac, src_mac, ETH_P_IP, build_ipv4(src, dst, IPPROTO_UDP, udp, ident=ident))
+
+
+# --------------------------------------------------------------------- TCP
+
+@dataclass(frozen=True)
+class Tcp:
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int          # the six classic control bits (URG..FIN); CWR/ECE and reserved bits are ignored
+    window: int
+    urgent: int
+    mss: int | None     # the Maximum Segment Size option, when present
+    payload: bytes
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN (RFC 9293 3.3.1): SYN and FIN each occupy one sequence number."""
+        return len(self.payload) + (self.flags & TCP_SYN != 0) + (self.flags & TCP_FIN != 0)
+
+
+def parse_tcp(ip: IPv4) -> Tcp:
+    """RFC 9293 3.1 "Header Format". The checksum (pseudo header included) is
+    mandatory; options are walked per 3.2 -- EOL ends them, NOP is one byte,
+    every other kind carries a length of at least 2 that must fit in the
+    header -- and only MSS (exactly 4 bytes) is kept."""
+    data = ip.payload
+    if len(data) < TCP_HLEN_MIN:
+        raise MalformedFrame(f"TCP segment of {len(data)} bytes is shorter than its header")
+    sport, dport, seq, ack, off_flags, window, _csum, urgent = struct.unpack_from("!HHIIHHHH", data, 0)
+    hlen = (off_flags >> 12) * 4
+    if hlen < TCP_HLEN_MIN:
+        raise MalformedFrame(f"TCP data offset {hlen} below {TCP_HLEN_MIN}")
+    if hlen > len(data):
+        raise MalformedFrame(f"TCP data offset {hlen} past the {len(data)}-byte segment")
+    if internet_checksum(data, _pseudo_header_sum(ip.src, ip.dst, IPPROTO_TCP, len(data))) != 0:
+        raise MalformedFrame("TCP checksum mismatch")
+    if sport == 0 or dport == 0:
+        raise MalformedFrame("TCP port 0")
+    mss = None
+    i = TCP_HLEN_MIN
+    while i < hlen:
+        kind = data[i]
+        if kind == TCP_OPT_EOL:
+            break
+        if kind == TCP_OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= hlen:
+            raise MalformedFrame(f"TCP option {kind} without a length byte")
+        olen = data[i + 1]
+        if olen < 2 or i + olen > hlen:
+            raise MalformedFrame(f"TCP option {kind} of length {olen} does not fit the header")
+        if kind == TCP_OPT_MSS:
+            if olen != 4:
+                raise MalformedFrame(f"TCP MSS option of length {olen}")
+            (mss,) = struct.unpack_from("!H", data, i + 2)
+        i += olen
+    return Tcp(sport, dport, seq, ack, off_flags & 0x3F, window, urgent, mss, bytes(data[hlen:]))
+
+
+def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+              payload: bytes = b"", *, mss: int | None = None) -> bytes:
+    """A TCP segment with its checksum; the only option we ever send is MSS (on a SYN)."""
+    opts = struct.pack("!BBH", TCP_OPT_MSS, 4, mss) if mss is not None else b""
+    hlen = TCP_HLEN_MIN + len(opts)
+    seg = struct.pack("!HHIIHHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                      (hlen // 4) << 12 | flags, window, 0, 0) + opts + payload
+    csum = internet_checksum(seg, _pseudo_header_sum(src, dst, IPPROTO_TCP, len(seg)))
+    return seg[:16] + struct.pack("!H", csum) + seg[18:]
+
+
+def build_ipv4_tcp_frame(dst_mac: bytes, src_mac: bytes, src: bytes, dst: bytes, sport: int, dport: int,
+                         seq: int, ack: int, flags: int, window: int, payload: bytes = b"", *,
+                         mss: int | None = None, ident: int = 0) -> bytes:
+    """Ethernet + IPv4 + TCP in one step, the shape of every TCP frame we send."""
+    tcp = build_tcp(src, dst, sport, dport, seq, ack, flags, window, payload, mss=mss)
+    return build_ethernet(dst_mac, src_mac, ETH_P_IP, build_ipv4(src, dst, IPPROTO_TCP, tcp, ident=ident))

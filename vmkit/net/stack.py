@@ -20,8 +20,12 @@ Every frame that is not handled is dropped and counted in `counters` under
 the reason (RELIABILITY.md, "Network (user-mode NAT)"); `from_guest` never
 raises on guest input.
 
-Not here yet: TCP (dropped and counted, see `_handle_ipv4`), IP fragment
-reassembly, ICMP other than echo to the virtual hosts, host port forwards.
+TCP connections from the guest are terminated and relayed over host stream
+sockets by vmkit/net/tcp.py (tcp=False turns that off: every segment is then
+dropped and counted as "tcp").
+
+Not here yet: IP fragment reassembly, ICMP other than echo to the virtual
+hosts, host port forwards (inbound TCP).
 """
 
 from __future__ import annotations
@@ -35,12 +39,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmkit.net import dhcp, dns
+from vmkit.net import dhcp, dns, tcp as tcp_relay
 from vmkit.net.packets import (
     ARP_OP_REPLY, ARP_OP_REQUEST, ETH_BROADCAST, ETH_MTU, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN_MIN, UDP_HLEN, MalformedFrame,
     build_arp, build_ethernet, build_icmp, build_ipv4, build_ipv4_udp_frame, parse_arp, parse_ethernet,
-    parse_icmp, parse_ipv4, parse_udp,
+    parse_icmp, parse_ipv4, parse_tcp, parse_udp,
 )
 
 NETWORK = ipaddress.IPv4Network("10.0.2.0/24")
@@ -119,10 +123,18 @@ class UserNet:
                  dns_resolver: Resolver = host_resolve,
                  allow_relay: Callable[[str, int], bool] | None = None,
                  max_udp_flows: int = MAX_UDP_FLOWS, udp_idle_timeout: float = UDP_IDLE_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tcp: bool = True,
+                 max_tcp_conns: int = tcp_relay.MAX_TCP_CONNS,
+                 max_tcp_buffered: int = tcp_relay.MAX_TCP_BUFFERED,
+                 tcp_isn: Callable[[], int] | None = None):
         """restrict: the guest reaches only the virtual hosts (QEMU's restrict=on).
         allow_relay(host_ip, port): extra policy for relayed destinations, asked
-        before a flow is opened; tests use it to keep traffic on loopback."""
+        before a flow is opened; tests use it to keep traffic on loopback.
+        tcp: relay the guest's outbound TCP connections (vmkit/net/tcp.py;
+        off, every TCP segment is dropped and counted as "tcp"),
+        at most max_tcp_conns at once and max_tcp_buffered host-to-guest bytes
+        held; tcp_isn picks initial sequence numbers (random by default;
+        tests and the fuzzer fix it)."""
         self._send = send_to_guest
         self.restrict = restrict
         self._resolve = dns_resolver
@@ -144,6 +156,12 @@ class UserNet:
         self._dns_done: collections.deque[_DnsLookup] = collections.deque()
         self._last_reap = clock()
         self._closed = False
+        self._tcp: tcp_relay.TcpRelay | None = None
+        self._tcp_frames = 0                    # TCP frames sent, so poll() can count its own
+        if tcp:
+            self._tcp = tcp_relay.TcpRelay(self._send_tcp, self._selector, clock, self._next_ident, self.counters,
+                                           self._tcp_policy, GUEST_IP, max_conns=max_tcp_conns,
+                                           max_buffered=max_tcp_buffered, isn=tcp_isn)
 
     # ------------------------------------------------------------ frames in
 
@@ -207,10 +225,7 @@ class UserNet:
         elif ip.proto == IPPROTO_ICMP:
             self._handle_icmp(src_mac, ip, parse_icmp(ip.payload))
         elif ip.proto == IPPROTO_TCP:
-            # XXX: TCP is not implemented yet: every segment is dropped here,
-            # the one place TCP arrives. The next layer terminates guest
-            # connections and relays them over host sockets.
-            self._drop("tcp")
+            self._handle_tcp(src_mac, ip)
         else:
             self._drop("ip_protocol")
 
@@ -248,6 +263,42 @@ class UserNet:
             self._drop("restricted")
             return
         self._relay_udp(src_mac, ip, udp)
+
+    # ----------------------------------------------------------------- TCP
+
+    def _handle_tcp(self, src_mac: bytes, ip) -> None:
+        if self._tcp is None:
+            self._drop("tcp")                   # the relay is off (UserNet(tcp=False))
+            return
+        seg = parse_tcp(ip)
+        if ip.dst in (LIMITED_BROADCAST_IP, NET_BROADCAST_IP):
+            self._drop("broadcast")
+            return
+        if ip.dst[0] >> 4 == 14:
+            self._drop("multicast")
+            return
+        self._tcp.from_guest(src_mac, VIRTUAL_HOSTS.get(ip.dst, GATEWAY_MAC), ip.dst, seg)
+
+    def _send_tcp(self, frame: bytes) -> None:
+        self._tcp_frames += 1
+        self._send(frame)
+
+    def _tcp_policy(self, dst: bytes, port: int) -> str:
+        """Where a guest connection to dst:port goes on the host, or "!" and
+        the drop reason: the UDP relay's destination policy."""
+        if dst == DNS_IP:
+            return "!no_such_port"              # no DNS over TCP (yet)
+        if self.restrict:
+            return "!restricted"
+        if dst == GATEWAY_IP:
+            host = HOST_LOOPBACK
+        elif _relay_denied(dst):
+            return "!denied_destination"
+        else:
+            host = socket.inet_ntoa(dst)
+        if self._allow_relay is not None and not self._allow_relay(host, port):
+            return "!denied_destination"
+        return host
 
     # ---------------------------------------------------------------- DHCP
 
@@ -404,26 +455,47 @@ class UserNet:
         if self._closed:
             return 0
         sent = 0
-        for key, _events in self._selector.select(0 if self._dns_done else timeout):
+        tcp_before = self._tcp_frames
+        if self._dns_done:
+            timeout = 0
+        elif self._tcp is not None and (deadline := self._tcp.next_deadline()) is not None:
+            timeout = max(0.0, min(timeout, deadline - self._clock()))
+        for key, events in self._selector.select(timeout):
             if key.data is None:
                 try:
                     while self._wake_r.recv(4096):
                         pass
                 except BlockingIOError:
                     pass
-            else:
+            elif isinstance(key.data, _UdpFlow):
                 sent += self._receive_udp(key.data)
+            else:
+                self._tcp.host_event(key.data, events)
         while self._dns_done:
             self._answer_dns(self._dns_done.popleft())
             sent += 1
         now = self._clock()
-        if now - self._last_reap >= REAP_INTERVAL:
+        reap = now - self._last_reap >= REAP_INTERVAL
+        if reap:
             self._reap_udp(now)
-        return sent
+        if self._tcp is not None:
+            self._tcp.tick(now, reap)
+        return sent + self._tcp_frames - tcp_before
 
     @property
     def udp_flow_count(self) -> int:
         return len(self._udp_flows)
+
+    @property
+    def tcp_conn_count(self) -> int:
+        return len(self._tcp.conns) if self._tcp is not None else 0
+
+    @property
+    def tcp_buffered(self) -> int:
+        """Bytes held for TCP in both directions over all connections."""
+        if self._tcp is None:
+            return 0
+        return self._tcp.buffered + sum(len(c.to_host) for c in self._tcp.conns.values())
 
     def close(self) -> None:
         if self._closed:
@@ -431,6 +503,8 @@ class UserNet:
         self._closed = True
         for flow in list(self._udp_flows.values()):
             self._close_udp_flow(flow)
+        if self._tcp is not None:
+            self._tcp.close()
         self._dns_pool.shutdown(wait=False, cancel_futures=True)
         self._selector.close()
         self._wake_r.close()
