@@ -33,6 +33,8 @@ def run(
     append: Optional[str] = typer.Option(None, "--append", help="Kernel command line."),
     memory: str = typer.Option("512M", "-m", "--memory", help="Guest RAM, e.g. 512M, 1G."),
     disk: Optional[list[str]] = typer.Option(None, "--disk", help="Disk image: PATH[,format=raw|qcow2][,readonly=on][,cache=writeback|none|unsafe]; repeat for more disks (vda, vdb, ...)."),
+    net: str = typer.Option("user", "--net", help="Network: user[,restrict=on] (NAT: guest 10.0.2.15 by DHCP, gateway and host 10.0.2.2, DNS 10.0.2.3) or none."),
+    mac: Optional[str] = typer.Option(None, "--mac", help="The NIC's MAC address (default 52:54:00:12:34:56)."),
     smp: int = typer.Option(1, "--smp", help="Number of CPUs (only 1 is supported yet)."),
     console: str = typer.Option("stdio", "--console", help="stdio, file:PATH or none."),
     clock: str = typer.Option("host", "--clock", help="host (real time) or deterministic (time advances with instructions; runs repeat exactly)."),
@@ -57,10 +59,12 @@ def run(
     from vmkit.machine.console import Console, ConsoleError
     from vmkit.machine.disks import DiskSpec, DiskSpecError, parse_disk
     from vmkit.machine.loader import LoadError
+    from vmkit.machine.netspec import NetSpecError, parse_net
 
     try:
         mem = parse_memory(memory)
         disks = [parse_disk(d) for d in disk or []]
+        netspec = parse_net(net, mac)
         if bios is None and kernel is None:
             from vmkit.images import ROOT_ARGS, ImageError, default_image_paths, default_vm_disk
             try:
@@ -73,10 +77,10 @@ def run(
             append = append if append is not None else f"{default_append} {ROOT_ARGS}"
             disks.insert(0, DiskSpec(str(root), "qcow2"))
         cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
-                            smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks)
+                            smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks, net=netspec)
         con = Console(console)
         machine = Machine(cfg, con)
-    except (MachineError, LoadError, ConsoleError, DiskSpecError) as e:
+    except (MachineError, LoadError, ConsoleError, DiskSpecError, NetSpecError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or ''}: {e.strerror}")

@@ -24,6 +24,7 @@ from vmkit.devices.uart import Uart16550
 from vmkit.devices.virtio.block import VirtioBlock
 from vmkit.devices.virtio.console import VirtioConsole
 from vmkit.devices.virtio.mmio import VirtioMmio
+from vmkit.devices.virtio.net import VirtioNet
 from vmkit.devices.virtio.rng import VirtioRng
 from vmkit.machine import memmap as M
 from vmkit.machine.bootrom import BootRom
@@ -31,6 +32,7 @@ from vmkit.machine.bus import Bus
 from vmkit.machine.console import Console
 from vmkit.machine.devicetree import ISA_STRING, build_device_tree
 from vmkit.machine.loader import GuestMemory, LoadError, check_kernel_image, is_elf, load_elf, read_file
+from vmkit.machine.netspec import NetSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ DETERMINISTIC_TICK_INSTRUCTIONS = 100
 HOST_BUDGET = 2_000_000          # instructions between host-clock syncs (~10 ms)
 DETERMINISTIC_BUDGET = 4_000_000
 MMIO_EXITS_PER_POLL = 256
+# Longest the idle loop sleeps in one go (seconds): console input and network
+# traffic wake it sooner.
+IDLE_WAIT_MAX = 0.05
+# With a network, idle waits go in slices this long (seconds), looking at the
+# console between them: the network's selector cannot see console input.
+NET_WAIT_SLICE = 0.01
 # Deterministic clock: idle gaps longer than this (seconds of guest time) are
 # also waited out in real time while console input may still arrive.
 IDLE_WAIT_THRESHOLD = 0.01
@@ -63,6 +71,7 @@ class MachineConfig:
     clock: str = "host"              # "host" or "deterministic"
     dtb_out: str | None = None       # write the generated device tree here
     disks: list = field(default_factory=list)   # DiskSpec, in guest order (vda, vdb, ...)
+    net: NetSpec | None = None       # the NIC (netspec.py); None or mode "none": no NIC
 
 
 @dataclass
@@ -93,6 +102,16 @@ def parse_memory(text: str) -> int:
     return size
 
 
+class _UserNetBackend:
+    """virtio-net's backend: transmitted frames go to the user-mode network.
+    Called only from the VM thread (the device's transmit notify)."""
+
+    usernet = None
+
+    def send(self, frame: bytes) -> None:
+        self.usernet.from_guest(frame)
+
+
 class Machine:
     def __init__(self, config: MachineConfig, console: Console | None = None) -> None:
         if config.smp != 1:
@@ -113,9 +132,15 @@ class Machine:
         self._attach_rtc()
         self._attach_finisher()
         self.images = []
+        self.usernet = None
+        self.net = None
         self._hvc_console = "console=hvc0" in config.append
-        self._attach_virtio_slots()
-        self.boot()
+        try:
+            self._attach_virtio_slots()
+            self.boot()
+        except BaseException:
+            self.close()     # the images and sockets opened so far
+            raise
 
     # --- assembly ----------------------------------------------------------------------
     def _attach_plic(self) -> None:
@@ -139,10 +164,14 @@ class Machine:
         self.bus.attach(M.TEST_BASE, M.TEST_SIZE, self.finisher, "test")
 
     def _attach_virtio_slots(self) -> None:
-        """Disks, then entropy, then the console, from slot 7 down, as QEMU
-        fills virt's slots; the device tree lists slot 7 first, so the first
-        disk is /dev/vda.  Empty slots answer like QEMU's (DeviceID 0)."""
+        """Disks, then the NIC, then entropy, then the console, from slot 7
+        down, as QEMU fills virt's slots; the device tree lists slot 7 first,
+        so the first disk is /dev/vda.  Empty slots answer like QEMU's
+        (DeviceID 0)."""
         devices = [self._open_disk(spec, i) for i, spec in enumerate(self.config.disks)]
+        net = self._make_nic()
+        if net is not None:
+            devices.append(net)
         devices.append(VirtioRng())
         self.virtio_console = VirtioConsole(self.console.write)
         devices.append(self.virtio_console)
@@ -168,8 +197,41 @@ class Machine:
         self.images.append(image)
         return VirtioBlock(image, serial=f"vmkit-disk{index}", readonly=spec.readonly)
 
+    def _make_nic(self) -> VirtioNet | None:
+        """The virtio-net device and its user-mode network, unless --net none."""
+        spec = self.config.net
+        if spec is None or spec.mode == "none":
+            return None
+        from vmkit.net.stack import UserNet
+        # The device calls backend.send from notify(), i.e. while the VM thread
+        # services an MMIO exit; UserNet answers through device.deliver, which
+        # only queues the frame: everything stays on the VM thread.
+        backend = _UserNetBackend()
+        try:
+            self.net = VirtioNet(backend, spec.mac)
+        except ValueError as e:
+            raise MachineError(f"--mac: {e}") from None
+        self.usernet = UserNet(self.net.deliver, restrict=spec.restrict)
+        backend.usernet = self.usernet
+        return self.net
+
+    def _poll_net(self, timeout: float = 0.0) -> bool:
+        """Collect the host side's frames for the guest (waiting up to timeout
+        seconds if there are none) and move them into the guest's receive
+        buffers.  True when the guest now has an interrupt to take."""
+        if self.usernet is None:
+            return False
+        self.usernet.poll(timeout)
+        self.net.poll()
+        return self.hart.interrupt_pending()
+
     def close(self) -> None:
-        """Flush and close the disk images (a clean shutdown of the host side)."""
+        """Flush and close the disk images and the network (a clean shutdown of the host side)."""
+        if self.usernet is not None:
+            try:
+                self.usernet.close()
+            except Exception:  # noqa: BLE001 - report, keep closing the rest
+                log.exception("closing the user-mode network failed")
         for image in self.images:
             try:
                 image.close()
@@ -357,6 +419,8 @@ class Machine:
                 return self._result("break", 0, total_base, t0)
             if code == S.EXIT_WFI:
                 self._idle(deadline)
+            else:
+                self._poll_net()
             self._poll_input()
             if self.console.quit_requested:
                 return self._result("quit", 0, total_base, t0)
@@ -366,38 +430,56 @@ class Machine:
     def _idle(self, deadline) -> None:
         """The hart waits for an interrupt: skip or sleep to the next event."""
         hart = self.hart
-        if hart.interrupt_pending() or self._poll_input():
+        if hart.interrupt_pending() or self._poll_input() or self._poll_net():
             return
         self.rtc_poll()
         target = hart.next_timer_deadline()
         if self.deterministic:
             if target is not None and target > hart.mtime:
-                # Skip straight to the deadline.  While someone may still type,
-                # first wait up to that long in real time, so an idle guest
-                # waiting for input does not spin through its timers.
+                # Skip straight to the deadline.  While someone may still type
+                # or the network may still answer, first wait up to that long
+                # in real time, so an idle guest waiting for input does not
+                # spin through its timers (nor time out a host that is about
+                # to reply).
                 wait = (target - hart.mtime) / M.TIMEBASE_FREQUENCY
-                if self.console.input_open and wait > IDLE_WAIT_THRESHOLD:
+                if (self.console.input_open or self.usernet is not None) and wait > IDLE_WAIT_THRESHOLD:
                     if deadline is not None:
                         wait = min(wait, max(0.0, deadline - time.monotonic()))
-                    self.console.wait(min(wait, 0.5))
-                    if self._poll_input():
+                    if self._wait(min(wait, 0.5)):
                         return
                 hart.mtime = target
                 return
             if target is not None:
                 return
-            # Nothing will ever fire by itself: only console input can wake the guest.
-            wait = 0.05
+            # Nothing will ever fire by itself: only console input or the
+            # network can wake the guest.
+            wait = IDLE_WAIT_MAX
         else:
             now = self._host_ticks()
             if target is not None and target <= now:
                 hart.mtime = now
                 return
-            wait = 0.05 if target is None else (target - now) / M.TIMEBASE_FREQUENCY
-            wait = min(wait, 0.05)
+            wait = IDLE_WAIT_MAX if target is None else (target - now) / M.TIMEBASE_FREQUENCY
+            wait = min(wait, IDLE_WAIT_MAX)
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - time.monotonic()))
-        self.console.wait(wait)
+        self._wait(wait)
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; console input, a console quit or a frame
+        that raised the guest's interrupt end it sooner (True)."""
+        if self.usernet is None:
+            self.console.wait(seconds)
+            return self._poll_input()
+        end = time.monotonic() + seconds
+        while True:
+            left = max(0.0, end - time.monotonic())
+            if self._poll_net(min(left, NET_WAIT_SLICE)):
+                return True
+            if self._poll_input() or self.console.quit_requested:
+                return True
+            if left <= NET_WAIT_SLICE:
+                return False
 
     def rtc_poll(self) -> None:
         poll = getattr(self.rtc, "poll", None)
