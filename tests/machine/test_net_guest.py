@@ -6,6 +6,7 @@ DNS forwarder for localhost.  (The image's busybox nc has no -u, so UDP to
 the host is not exercised from the guest yet.)  A failure prints the guest console.
 """
 
+import os
 import subprocess
 import sys
 
@@ -99,3 +100,29 @@ def test_cli_rejects_bad_network_options(args, message):
     assert r.returncode == 2, r
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmkit: error: ") and message in lines[0], r.stderr
+
+
+def test_guest_fetches_a_file_over_tcp_from_a_host_server(image, tmp_path):
+    """wget in the guest, through the gateway 10.0.2.2, from an HTTP server on
+    the host's loopback; the hash must match what the server sent."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    payload = os.urandom(256 * 1024)
+    (tmp_path / "blob.bin").write_bytes(payload)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        g = boot("--net", "user")
+        g.run("ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && "
+              "ip route add default via 10.0.2.2", PROMPT)
+        out = g.run(f"wget -q -O - http://10.0.2.2:{server.server_port}/blob.bin | sha256sum", PROMPT)
+        if hashlib.sha256(payload).hexdigest() not in out:
+            g.fail(f"wget over TCP returned other bytes: {out!r}")
+        poweroff(g)
+    finally:
+        server.shutdown()
+        server.server_close()
