@@ -94,7 +94,29 @@ class Guest:
             t.join(5)
         return status
 
+    def poweroff(self) -> None:
+        """`poweroff` in the guest's shell; the VM must exit with status 0."""
+        self.send("poweroff")
+        status = self.wait()
+        if status != 0:
+            self.fail(f"exit status {status} after poweroff")
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+PROMPT = "vmkit:/# "   # the default image's shell prompt
+
+
+def boot_image(*extra: str, timeout: float = 400.0, budget: str = "30000000000") -> Guest:
+    """The default image's kernel and initramfs (no root disk), deterministic
+    clock, with `extra` options added; returns once the shell prompt is up."""
+    from vmkit.images import default_image_paths
+    kernel, firmware, initrd, append = default_image_paths()
+    g = Guest(["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(initrd), "--append", append,
+               "--clock", "deterministic", "--timeout", "1500", "--max-instructions", budget, *extra],
+              timeout=timeout)
+    g.expect(PROMPT)
+    return g

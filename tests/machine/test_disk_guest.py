@@ -13,12 +13,10 @@ import sys
 
 import pytest
 
-from tests.guest import Guest
+from tests.guest import PROMPT, boot_image
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "vmkit:/# "
-BUDGET = "30000000000"
 SHA = re.compile(r"\b([0-9a-f]{64})\b")
 
 
@@ -31,15 +29,7 @@ def image():
 
 def boot(*disks):
     """The default image's kernel and initramfs, with only the given disks."""
-    from vmkit.images import default_image_paths
-    kernel, firmware, initrd, append = default_image_paths()
-    args = ["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(initrd), "--append", append,
-            "--clock", "deterministic", "--timeout", "1500", "--max-instructions", BUDGET]
-    for d in disks:
-        args += ["--disk", d]
-    g = Guest(args)
-    g.expect(PROMPT)
-    return g
+    return boot_image(*[arg for d in disks for arg in ("--disk", d)], timeout=1500)
 
 
 def sha_of(g, command):
@@ -48,13 +38,6 @@ def sha_of(g, command):
     if not m:
         g.fail(f"no sha256 in {out!r}")
     return m.group(1)
-
-
-def poweroff(g):
-    g.send("poweroff")
-    status = g.wait()
-    if status != 0:
-        g.fail(f"exit status {status} after poweroff")
 
 
 def debugfs_dump(raw_image, name, dest):
@@ -74,13 +57,13 @@ def test_format_write_and_read_back_across_boots(image, tmp_path):
     g.run("dd if=/dev/urandom of=/mnt/random.bin bs=1M count=64 2>/dev/null", PROMPT)
     written = sha_of(g, "sha256sum /mnt/random.bin")
     g.run("sync && umount /mnt", PROMPT)
-    poweroff(g)
+    g.poweroff()
 
     g = boot(str(disk))
     g.run("mkdir -p /mnt && mount /dev/vda /mnt", PROMPT)
     assert sha_of(g, "sha256sum /mnt/random.bin") == written
     g.run("umount /mnt", PROMPT)
-    poweroff(g)
+    g.poweroff()
     assert debugfs_dump(disk, "random.bin", tmp_path / "out.bin") == written
 
 
@@ -92,7 +75,7 @@ def test_read_only_disk_refuses_writes(image, tmp_path):
     assert "vmkit-readonly-marker" in g.run("head -c 21 /dev/vda; echo", PROMPT)
     out = g.run("dd if=/dev/zero of=/dev/vda bs=4096 count=1 conv=fsync 2>&1; echo rc=$?", PROMPT)
     assert "rc=0" not in out, out
-    poweroff(g)
+    g.poweroff()
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
 
 
@@ -116,7 +99,7 @@ def test_qcow2_overlay_on_read_only_base(image, tmp_path):
     g.run("dd if=/dev/urandom of=/mnt/new.bin bs=1M count=16 2>/dev/null", PROMPT)
     written = sha_of(g, "sha256sum /mnt/new.bin")
     g.run("sync && umount /mnt", PROMPT)
-    poweroff(g)
+    g.poweroff()
 
     assert hashlib.sha256(base.read_bytes()).hexdigest() == base_sha, "the base image changed"
     check = subprocess.run(["qemu-img", "check", str(overlay)], capture_output=True, text=True)

@@ -12,12 +12,10 @@ import sys
 
 import pytest
 
-from tests.guest import Guest
+from tests.guest import PROMPT, boot_image
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "vmkit:/# "
-BUDGET = "30000000000"
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +27,7 @@ def image():
 
 def boot(*extra):
     """The default image's kernel and initramfs, no disk, with the given options."""
-    from vmkit.images import default_image_paths
-    kernel, firmware, initrd, append = default_image_paths()
-    args = ["--bios", str(firmware), "--kernel", str(kernel), "--initrd", str(initrd), "--append", append,
-            "--clock", "deterministic", "--timeout", "1500", "--max-instructions", BUDGET, *extra]
-    g = Guest(args, timeout=400)
-    g.expect(PROMPT)
-    return g
-
-
-def poweroff(g):
-    g.send("poweroff")
-    status = g.wait()
-    if status != 0:
-        g.fail(f"exit status {status} after poweroff")
+    return boot_image(*extra)
 
 
 def test_user_network_dhcp_ping_dns(image):
@@ -65,7 +50,7 @@ def test_user_network_dhcp_ping_dns(image):
     out = g.run("nslookup localhost 10.0.2.3 2>&1; echo rc=$?", PROMPT)
     if "127.0.0.1" not in out.split("localhost", 1)[-1]:
         g.fail(f"nslookup localhost did not resolve to 127.0.0.1: {out!r}")
-    poweroff(g)
+    g.poweroff()
 
 
 def test_mac_option(image):
@@ -73,7 +58,7 @@ def test_mac_option(image):
     out = g.run("cat /sys/class/net/eth0/address", PROMPT)
     if "52:54:00:ab:cd:ef" not in out:
         g.fail(f"eth0 does not have the MAC from --mac: {out!r}")
-    poweroff(g)
+    g.poweroff()
 
 
 def test_no_network(image):
@@ -84,7 +69,7 @@ def test_no_network(image):
     ids = g.run("cat /sys/bus/virtio/devices/*/device", PROMPT).split()
     if "0x0001" in ids or "0x0004" not in ids:   # no net (1); entropy (4) is there
         g.fail(f"virtio device ids with --net none: {ids!r}")
-    poweroff(g)
+    g.poweroff()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -122,7 +107,7 @@ def test_guest_fetches_a_file_over_tcp_from_a_host_server(image, tmp_path):
         out = g.run(f"wget -q -O - http://10.0.2.2:{server.server_port}/blob.bin | sha256sum", PROMPT)
         if hashlib.sha256(payload).hexdigest() not in out:
             g.fail(f"wget over TCP returned other bytes: {out!r}")
-        poweroff(g)
+        g.poweroff()
     finally:
         server.shutdown()
         server.server_close()

@@ -35,13 +35,6 @@ def boot():
     return g
 
 
-def poweroff(g):
-    g.send("poweroff")
-    status = g.wait()
-    if status != 0:
-        g.fail(f"exit status {status} after poweroff")
-
-
 def root_mount(g) -> list[str]:
     """The /proc/mounts fields of the file system mounted on / (the last one there)."""
     mounts = [line.split() for line in g.run("cat /proc/mounts", PROMPT).splitlines()]
@@ -62,7 +55,7 @@ def test_default_vm_boots_from_its_disk_and_keeps_files(image, vm_data_dir):
     if (device, fstype) != ("/dev/vda", "ext4") or "rw" not in options.split(","):
         g.fail(f"/ is {device} {fstype} {options}, not /dev/vda ext4 rw")
     g.run("echo kept-across-boots > /root/marker && sync", PROMPT)
-    poweroff(g)
+    g.poweroff()
 
     disk = vm_data_dir / "vms" / "default" / "disk.qcow2"
     info = describe_image(str(disk), "qcow2")
@@ -76,6 +69,6 @@ def test_default_vm_boots_from_its_disk_and_keeps_files(image, vm_data_dir):
     assert root_mount(g)[0] == "/dev/vda"
     # The shutdown left the file system clean: no journal replay this time.
     assert "recovery" not in g.run("dmesg | grep -i ext4", PROMPT)
-    poweroff(g)
+    g.poweroff()
 
     assert sha256_file(base) == base_sha  # the guest's writes went to the overlay only
