@@ -27,33 +27,6 @@
 #define H_EXC_BITS  ((1ull << 10) | (0xfull << 20))
 #define ECALL_M_BIT (1ull << 11)
 
-/* Read the instruction bits at a code label, for comparing with mtval. */
-static uint64_t insn_at(uint64_t addr)
-{
-        uint64_t lo = *(volatile uint16_t *)addr;
-        if ((lo & 3) != 3)
-                return lo;
-        return lo | ((uint64_t)*(volatile uint16_t *)(addr + 2) << 16);
-}
-
-/* Run `insn`, which must trap as an illegal instruction with mtval = bits. */
-#define CHECK_ILLEGAL(insn) do { \
-        uint64_t pc_; \
-        trap_arm(); \
-        asm volatile ("lla %0, 1f\n1: " insn : "=&r"(pc_) :: "memory"); \
-        CHECK_TRAP(CAUSE_ILLEGAL); \
-        CHECK(trap_epc, pc_); \
-        CHECK(trap_tval, insn_at(pc_)); \
-} while (0)
-
-/* Run `insn`, which must not trap. */
-#define CHECK_NO_TRAP(insn) do { \
-        trap_arm(); \
-        asm volatile (insn ::: "memory"); \
-        CHECK(trap_count, 0); \
-        trap_expect = 0; \
-} while (0)
-
 static void test_ids(void)
 {
         uint64_t misa = csr_read(misa);

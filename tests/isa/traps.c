@@ -21,31 +21,6 @@
 
 #define HOLE 0x90000000ull      /* nothing mapped there on virt with 128 MiB */
 
-static uint64_t insn_at(uint64_t addr)
-{
-        uint64_t lo = *(volatile uint16_t *)addr;
-        if ((lo & 3) != 3)
-                return lo;
-        return lo | ((uint64_t)*(volatile uint16_t *)(addr + 2) << 16);
-}
-
-/* `insn` must trap as an illegal instruction with mtval/stval = its bits. */
-#define CHECK_ILLEGAL(insn) do { \
-        uint64_t pc_; \
-        trap_arm(); \
-        asm volatile ("lla %0, 1f\n1: " insn : "=&r"(pc_) :: "memory"); \
-        CHECK_TRAP(CAUSE_ILLEGAL); \
-        CHECK(trap_epc, pc_); \
-        CHECK(trap_tval, insn_at(pc_)); \
-} while (0)
-
-#define CHECK_NO_TRAP(insn) do { \
-        trap_arm(); \
-        asm volatile (insn ::: "memory"); \
-        CHECK(trap_count, 0); \
-        trap_expect = 0; \
-} while (0)
-
 static uint64_t do_ecall(void)
 {
         uint64_t pc;

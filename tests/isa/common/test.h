@@ -195,5 +195,32 @@ void strap_entry(void);
 /* Exactly one trap with this cause since trap_arm(). */
 #define CHECK_TRAP(cause) do { CHECK(trap_count, 1); CHECK(trap_cause, cause); } while (0)
 
+/* The instruction bits at a code address (16 or 32 bits), as mtval holds them. */
+static inline uint64_t insn_at(uint64_t addr)
+{
+        uint64_t lo = *(volatile uint16_t *)addr;
+        if ((lo & 3) != 3)
+                return lo;
+        return lo | ((uint64_t)*(volatile uint16_t *)(addr + 2) << 16);
+}
+
+/* Run `insn`, which must trap as an illegal instruction with tval = its bits. */
+#define CHECK_ILLEGAL(insn) do { \
+        uint64_t pc_; \
+        trap_arm(); \
+        asm volatile ("lla %0, 1f\n1: " insn : "=&r"(pc_) :: "memory"); \
+        CHECK_TRAP(CAUSE_ILLEGAL); \
+        CHECK(trap_epc, pc_); \
+        CHECK(trap_tval, insn_at(pc_)); \
+} while (0)
+
+/* Run `insn`, which must not trap. */
+#define CHECK_NO_TRAP(insn) do { \
+        trap_arm(); \
+        asm volatile (insn ::: "memory"); \
+        CHECK(trap_count, 0); \
+        trap_expect = 0; \
+} while (0)
+
 #endif /* __ASSEMBLER__ */
 #endif /* ISA_TEST_H */
