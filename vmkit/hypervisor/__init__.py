@@ -1,0 +1,1 @@
+"""vmkitd: the daemon, its workers, the REST API (docs/hypervisor.md)."""
