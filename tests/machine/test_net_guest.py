@@ -73,8 +73,10 @@ def test_no_network(image):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--net", "user,hostfwd=tcp::8080-:80"], "hostfwd= (host port forwards) is not supported yet"),
-    (["--net", "tap"], "use user[,restrict=on] or none"),
+    (["--net", "user,hostfwd=sctp::8080-:80"], "the protocol must be tcp or udp"),
+    (["--net", "user,hostfwd=tcp::8080-10.0.2.16:80"], "the guest address can only be 10.0.2.15"),
+    (["--net", "user,hostfwd=tcp::70000-:80"], "bad host port"),
+    (["--net", "tap"], "use user[,hostfwd=...][,restrict=on] or none"),
     (["--net", "user,restrict=maybe"], "restrict must be on or off"),
     (["--mac", "01:00:5e:00:00:01"], "multicast"),
     (["--mac", "52:54:00:12:34"], "six hex bytes"),

@@ -211,7 +211,12 @@ class Machine:
             self.net = VirtioNet(backend, spec.mac)
         except ValueError as e:
             raise MachineError(f"--mac: {e}") from None
-        self.usernet = UserNet(self.net.deliver, restrict=spec.restrict)
+        from vmkit.net.forward import ForwardError
+        try:
+            self.usernet = UserNet(self.net.deliver, restrict=spec.restrict, forwards=spec.forwards,
+                                   guest_mac=spec.mac)
+        except ForwardError as e:
+            raise MachineError(str(e.strerror)) from None
         backend.usernet = self.usernet
         return self.net
 

@@ -22,10 +22,10 @@ raises on guest input.
 
 TCP connections from the guest are terminated and relayed over host stream
 sockets by vmkit/net/tcp.py (tcp=False turns that off: every segment is then
-dropped and counted as "tcp").
+dropped and counted as "tcp"). Host port forwards (forward.py) bring host
+connections and datagrams in; to the guest they come from 10.0.2.2.
 
-Not here yet: IP fragment reassembly, ICMP other than echo to the virtual
-hosts, host port forwards (inbound TCP).
+Not here yet: ICMP other than echo to the virtual hosts.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmkit.net import dhcp, dns, tcp as tcp_relay
+from vmkit.net.forward import ACCEPT_BURST, HostForward, Listener, open_listeners
 from vmkit.net.packets import (
     ARP_OP_REPLY, ARP_OP_REQUEST, ETH_BROADCAST, ETH_MTU, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN_MIN, UDP_HLEN, MalformedFrame,
@@ -126,7 +127,8 @@ class UserNet:
                  clock: Callable[[], float] = time.monotonic, tcp: bool = True,
                  max_tcp_conns: int = tcp_relay.MAX_TCP_CONNS,
                  max_tcp_buffered: int = tcp_relay.MAX_TCP_BUFFERED,
-                 tcp_isn: Callable[[], int] | None = None):
+                 tcp_isn: Callable[[], int] | None = None,
+                 forwards: tuple[HostForward, ...] = (), guest_mac: bytes | None = None):
         """restrict: the guest reaches only the virtual hosts (QEMU's restrict=on).
         allow_relay(host_ip, port): extra policy for relayed destinations, asked
         before a flow is opened; tests use it to keep traffic on loopback.
@@ -134,7 +136,10 @@ class UserNet:
         off, every TCP segment is dropped and counted as "tcp"),
         at most max_tcp_conns at once and max_tcp_buffered host-to-guest bytes
         held; tcp_isn picks initial sequence numbers (random by default;
-        tests and the fuzzer fix it)."""
+        tests and the fuzzer fix it).
+        forwards: host ports forwarded to guest ports, bound here (a port in
+        use raises forward.ForwardError); guest_mac: the NIC's address,
+        where forwarded traffic is sent before the guest has said anything."""
         self._send = send_to_guest
         self.restrict = restrict
         self._resolve = dns_resolver
@@ -145,7 +150,11 @@ class UserNet:
         self.counters: collections.Counter[str] = collections.Counter()
         self._ident = 0
         self._udp_flows: dict[tuple[int, bytes, int], _UdpFlow] = {}
+        self.guest_mac = guest_mac
+        self._listeners: list[Listener] = open_listeners(forwards)
         self._selector = selectors.DefaultSelector()
+        for listener in self._listeners:
+            self._selector.register(listener.sock, selectors.EVENT_READ, listener)
         # Worker threads finishing a lookup wake a poll() sleeping in select().
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -186,6 +195,8 @@ class UserNet:
         if eth.dst != ETH_BROADCAST and eth.dst not in VIRTUAL_HOSTS.values():
             self._drop("eth_not_for_us")
             return
+        if self.guest_mac is None:
+            self.guest_mac = eth.src
         if eth.ethertype == ETH_P_ARP:
             self._handle_arp(eth.src, parse_arp(eth.payload))
         elif eth.ethertype == ETH_P_IP:
@@ -252,6 +263,8 @@ class UserNet:
         if ip.dst[0] >> 4 == 14:
             self._drop("multicast")             # 224.0.0.0/4: mDNS, SSDP and friends
             return
+        if ip.dst == GATEWAY_IP and self._udp_forward_reply(udp):
+            return
         if ip.dst == DNS_IP:
             if udp.dport == dns.DNS_PORT:
                 self._handle_dns(src_mac, udp)
@@ -299,6 +312,76 @@ class UserNet:
         if self._allow_relay is not None and not self._allow_relay(host, port):
             return "!denied_destination"
         return host
+
+    # -------------------------------------------------------- host forwards
+
+    def _forward_event(self, listener: Listener) -> int:
+        if listener.rule.proto == "tcp":
+            self._accept(listener)
+            return 0
+        return self._receive_forwarded_udp(listener)
+
+    def _accept(self, listener: Listener) -> None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, _peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._drop("forward_accept_error")      # EMFILE and friends: try again later
+                return
+            if self._tcp is None or self.guest_mac is None:
+                self._drop("forward_no_guest")
+                tcp_relay.reset_socket(sock)
+                continue
+            self._tcp.open_inbound(sock, self.guest_mac, GATEWAY_MAC, GATEWAY_IP, listener.rule.guest_port)
+
+    def _receive_forwarded_udp(self, listener: Listener) -> int:
+        sent = 0
+        for _ in range(RECV_BURST):
+            try:
+                payload, peer = listener.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop("udp_recv_error")
+                break
+            if self.guest_mac is None:
+                self._drop("forward_no_guest")
+                continue
+            if len(payload) > UDP_PAYLOAD_MAX:
+                self._drop("udp_reply_too_big")     # XXX: needs IP fragmentation toward the guest
+                continue
+            port = listener.udp_port_for(peer, self._clock())
+            if port is None:
+                self._drop("forward_no_port")
+                continue
+            self._send(build_ipv4_udp_frame(self.guest_mac, GATEWAY_MAC, GATEWAY_IP, GUEST_IP, port,
+                                            listener.rule.guest_port, payload, ident=self._next_ident()))
+            sent += 1
+        return sent
+
+    def _udp_forward_reply(self, udp) -> bool:
+        """A guest datagram to 10.0.2.2:PORT where PORT stands for a host peer
+        of a UDP forward: it goes back to that peer. True if it was one."""
+        for listener in self._listeners:
+            if listener.rule.proto != "udp" or listener.rule.guest_port != udp.sport:
+                continue
+            peer = listener.port_peer.get(udp.dport)
+            if peer is None:
+                continue
+            listener.last_used[udp.dport] = self._clock()
+            try:
+                listener.sock.sendto(udp.payload, peer)
+            except OSError:
+                self._drop("udp_send_error")
+            return True
+        return False
+
+    @property
+    def forward_ports(self) -> list[tuple[HostForward, int]]:
+        """Each forward and the host port it is bound to (useful with port 0)."""
+        return [(listener.rule, listener.port) for listener in self._listeners]
 
     # ---------------------------------------------------------------- DHCP
 
@@ -469,6 +552,8 @@ class UserNet:
                     pass
             elif isinstance(key.data, _UdpFlow):
                 sent += self._receive_udp(key.data)
+            elif isinstance(key.data, Listener):
+                sent += self._forward_event(key.data)
             else:
                 self._tcp.host_event(key.data, events)
         while self._dns_done:
@@ -478,6 +563,8 @@ class UserNet:
         reap = now - self._last_reap >= REAP_INTERVAL
         if reap:
             self._reap_udp(now)
+            for listener in self._listeners:
+                listener.reap(now, self.udp_idle_timeout)
         if self._tcp is not None:
             self._tcp.tick(now, reap)
         return sent + self._tcp_frames - tcp_before
@@ -505,6 +592,8 @@ class UserNet:
             self._close_udp_flow(flow)
         if self._tcp is not None:
             self._tcp.close()
+        for listener in self._listeners:
+            listener.sock.close()
         self._dns_pool.shutdown(wait=False, cancel_futures=True)
         self._selector.close()
         self._wake_r.close()

@@ -13,8 +13,11 @@ through two bounded buffers per connection:
               window, and stop reading the host socket while this buffer
               (or the VM's total) is full, so a slow guest loses nothing.
 
-Only outbound connections: a guest SYN starts a host connect(); the SYN-ACK
-goes to the guest when connect completes, an RST when it fails. No window
+Outbound connections: a guest SYN starts a host connect(); the SYN-ACK goes
+to the guest when connect completes, an RST when it fails. Inbound ones (host
+port forwards): a connection accepted on a host listener becomes our SYN to
+the guest's port, from the gateway's address; the host socket is read once
+the guest's SYN-ACK arrives, and the host peer is reset if the guest refuses. No window
 scaling, SACK or timestamps are offered, so both windows are plain 16-bit
 values; out-of-order segments are not queued (the guest link is a lossless
 in-order queue; a gap is answered with a duplicate ACK and the guest
@@ -55,6 +58,7 @@ IDLE_TIMEOUT = 3600.0           # an established connection with no traffic eith
 HALF_CLOSED_TIMEOUT = 120.0     # idle after one side's FIN
 TIME_WAIT = 1.0                 # kept short: the only peer is our own guest on a lossless link
 RECV_CHUNK = 65536
+INBOUND_PORTS = range(49152, 65536)     # the gateway-side ports of forwarded connections (RFC 6335 dynamic)
 
 _M = 0xFFFFFFFF
 
@@ -63,6 +67,7 @@ _M = 0xFFFFFFFF
 # The closing states of an established connection are its flags
 # (guest_fin, fin_sent, fin_acked) rather than names.
 CONNECTING = "CONNECTING"
+SYN_SENT = "SYN-SENT"
 SYN_RECEIVED = "SYN-RECEIVED"
 ESTABLISHED = "ESTABLISHED"
 TIME_WAIT_STATE = "TIME-WAIT"
@@ -164,6 +169,69 @@ class TcpRelay:
         self.conns: dict[Key, TcpConn] = {}
         self.buffered = 0           # host-to-guest bytes held over all connections
         self._starved = False       # some connection stopped reading for the VM-wide cap
+        self._next_port = INBOUND_PORTS.start
+
+    # ------------------------------------------------ host port forwards
+
+    def open_inbound(self, sock: socket.socket, guest_mac: bytes, src_mac: bytes, src_ip: bytes,
+                     guest_port: int) -> None:
+        """A connection accepted on a forwarded host port: our SYN goes to
+        the guest's guest_port from src_ip (the gateway) and a free port."""
+        now = self._clock()
+        if len(self.conns) >= self.max_conns:
+            self._reap(now, count=False)
+        port = self._free_port(guest_port, src_ip)
+        if len(self.conns) >= self.max_conns or port is None:
+            self.counters["tcp_conn_limit"] += 1
+            reset_socket(sock)
+            return
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        iss = self._isn() & _M
+        c = TcpConn((guest_port, src_ip, port), sock, guest_mac, src_mac, SYN_SENT, irs=0, rcv_nxt=0,
+                    rcv_adv=0, iss=iss, snd_una=iss, snd_nxt=seq_add(iss, 1), snd_max=seq_add(iss, 1),
+                    snd_wnd=0, snd_wl1=0, snd_wl2=0, guest_mss=DEFAULT_GUEST_MSS, last_active=now, started=now)
+        self.conns[c.key] = c
+        self.counters["tcp_inbound"] += 1
+        self._send_syn(c)
+        c.deadline = now + c.rto
+
+    def _free_port(self, guest_port: int, src_ip: bytes) -> int | None:
+        for _ in range(len(INBOUND_PORTS)):
+            port = self._next_port
+            self._next_port = port + 1 if port + 1 < INBOUND_PORTS.stop else INBOUND_PORTS.start
+            if (guest_port, src_ip, port) not in self.conns:
+                return port
+        return None
+
+    def _syn_sent(self, c: TcpConn, seg: Tcp) -> None:
+        """RFC 9293 3.10.7.3, SYN-SENT: the guest answers our SYN."""
+        flags = seg.flags
+        if flags & TCP_ACK and seg.ack != seq_add(c.iss, 1):
+            if not flags & TCP_RST:
+                self._reset_unknown(c.guest_mac, c.src_mac, c.key, seg, "tcp_bad_ack")
+            return
+        if flags & TCP_RST:
+            if flags & TCP_ACK:
+                self.counters["tcp_guest_refused"] += 1     # nothing listens on the guest port
+                self._abort(c, rst_guest=False)
+            return
+        if not (flags & TCP_SYN and flags & TCP_ACK):
+            self.counters["tcp_not_connected"] += 1         # simultaneous open is not offered
+            return
+        c.irs = seg.seq
+        c.rcv_nxt = c.rcv_adv = seq_add(seg.seq, 1)
+        c.snd_una = seg.ack
+        c.snd_wnd, c.snd_wl1, c.snd_wl2 = seg.window, seg.seq, seg.ack
+        c.guest_mss = max(MIN_GUEST_MSS, min(MSS, seg.mss or DEFAULT_GUEST_MSS))
+        c.state = ESTABLISHED
+        c.deadline = None
+        c.rto, c.retries = RTO_INITIAL, 0
+        self._send_ack(c)
+        self._set_interest(c)
 
     # ------------------------------------------------------ guest segments
 
@@ -245,6 +313,9 @@ class TcpRelay:
         """RFC 9293 3.10.7.4, "SEGMENT ARRIVES" in the synchronized states
         (and CONNECTING, where only the guest's SYN is known)."""
         flags = seg.flags
+        if c.state == SYN_SENT:
+            self._syn_sent(c, seg)
+            return
         if c.state == CONNECTING:
             if flags & TCP_RST:
                 self._abort(c, rst_guest=False)     # the guest gave up before the host answered
@@ -381,6 +452,9 @@ class TcpRelay:
     def _send_synack(self, c: TcpConn) -> None:
         self._emit(c, c.iss, TCP_SYN | TCP_ACK, mss=MSS)
 
+    def _send_syn(self, c: TcpConn) -> None:
+        self._emit(c, c.iss, TCP_SYN, mss=MSS)
+
     def _output(self, c: TcpConn) -> None:
         """Send what the guest's window allows from to_guest, then our FIN
         once the host has closed and everything before it is out."""
@@ -422,12 +496,15 @@ class TcpRelay:
         if c.state == TIME_WAIT_STATE:
             self._remove(c)
             return
-        if c.state == SYN_RECEIVED:
+        if c.state in (SYN_RECEIVED, SYN_SENT):
             c.retries += 1
             if c.retries > MAX_RETRANSMITS:
-                self._abort(c, rst_guest=True, reason="tcp_retransmit_limit")
+                self._abort(c, rst_guest=c.state == SYN_RECEIVED, reason="tcp_retransmit_limit")
                 return
-            self._send_synack(c)
+            if c.state == SYN_SENT:
+                self._send_syn(c)               # the guest is not up (yet), or lost it
+            else:
+                self._send_synack(c)
         elif c.snd_wnd == 0 and len(c.to_guest) > 0:
             # Zero-window probe: one byte past the window; the guest's ACK
             # carries its current window. Probing never gives up by itself
@@ -584,6 +661,8 @@ class TcpRelay:
                 self._send(build_ipv4_tcp_frame(c.guest_mac, c.src_mac, c.remote_ip, self._guest_ip,
                                                 c.remote_port, c.guest_port, 0, c.rcv_nxt, TCP_RST | TCP_ACK, 0,
                                                 ident=self._next_ident()))
+            elif c.state == SYN_SENT:
+                self._emit(c, c.snd_max, TCP_RST)   # nothing of the guest's is known to acknowledge
             else:
                 self._emit(c, c.snd_max, TCP_RST | TCP_ACK)
         self._close_sock(c, linger_rst=True)
@@ -630,7 +709,7 @@ class TcpRelay:
                 if not count or (c.deadline is not None and c.deadline <= now):
                     self._remove(c)             # at the cap, TIME-WAIT gives way at once
                 continue
-            if c.state == CONNECTING:
+            if c.state in (CONNECTING, SYN_SENT):
                 limit = self.connect_timeout
                 since = c.started
             else:
@@ -642,3 +721,12 @@ class TcpRelay:
     def close(self) -> None:
         for c in list(self.conns.values()):
             self._remove(c)
+
+
+def reset_socket(sock: socket.socket) -> None:
+    """Close an accepted socket so that its peer sees a reset, not an orderly close."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
