@@ -33,7 +33,7 @@ def run(
     append: Optional[str] = typer.Option(None, "--append", help="Kernel command line."),
     memory: str = typer.Option("512M", "-m", "--memory", help="Guest RAM, e.g. 512M, 1G."),
     disk: Optional[list[str]] = typer.Option(None, "--disk", help="Disk image: PATH[,format=raw|qcow2][,readonly=on][,cache=writeback|none|unsafe]; repeat for more disks (vda, vdb, ...)."),
-    net: str = typer.Option("user", "--net", help="Network: user[,restrict=on] (NAT: guest 10.0.2.15 by DHCP, gateway and host 10.0.2.2, DNS 10.0.2.3) or none."),
+    net: str = typer.Option("user", "--net", help="Network: user[,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-:GUESTPORT]...[,restrict=on] (NAT: guest 10.0.2.15 by DHCP, gateway and host 10.0.2.2, DNS 10.0.2.3; HOSTADDR defaults to 127.0.0.1; HOSTPORT 0 picks a free port) or none."),
     mac: Optional[str] = typer.Option(None, "--mac", help="The NIC's MAC address (default 52:54:00:12:34:56)."),
     smp: int = typer.Option(1, "--smp", help="Number of CPUs (only 1 is supported yet)."),
     console: str = typer.Option("stdio", "--console", help="stdio, file:PATH or none."),
@@ -66,7 +66,7 @@ def run(
         disks = [parse_disk(d) for d in disk or []]
         netspec = parse_net(net, mac)
         if bios is None and kernel is None:
-            from vmkit.images import ROOT_ARGS, ImageError, default_image_paths, default_vm_disk
+            from vmkit.images import ImageError, default_image_paths, default_vm_disk, root_disk_cmdline
             try:
                 k, fw, rd, default_append = default_image_paths()
                 root = default_vm_disk(warn=lambda m: print(f"vmkit: warning: {m}", file=sys.stderr))
@@ -74,7 +74,7 @@ def run(
                 _fail(str(e))
             bios, kernel = str(fw), str(k)
             initrd = initrd or str(rd)
-            append = append if append is not None else f"{default_append} {ROOT_ARGS}"
+            append = append if append is not None else root_disk_cmdline(default_append)
             disks.insert(0, DiskSpec(str(root), "qcow2"))
         cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
                             smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks, net=netspec)
@@ -85,6 +85,10 @@ def run(
     except OSError as e:
         _fail(f"{e.filename or ''}: {e.strerror}")
 
+    if machine.usernet is not None:
+        for rule, port in machine.usernet.forward_ports:
+            print(f"vmkit: forwarding {rule.proto} {rule.host_addr}:{port} to guest port {rule.guest_port}",
+                  file=sys.stderr)
     con.start()
     try:
         halted = None

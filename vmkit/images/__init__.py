@@ -14,10 +14,10 @@ from . import store
 from .default import CMDLINE, pull_default
 from .errors import ImageError
 from .store import ImageInfo
-from .vmdisk import ROOT_ARGS, default_vm_disk
+from .vmdisk import ROOT_ARGS, default_vm_disk, root_disk_cmdline
 
-__all__ = ["ImageError", "ImageInfo", "pull", "list_images", "default_image_paths",
-           "default_vm_disk", "ROOT_ARGS"]
+__all__ = ["ImageError", "ImageInfo", "pull", "list_images", "image_paths", "default_image_paths",
+           "default_vm_disk", "root_disk_cmdline", "ROOT_ARGS"]
 
 
 def pull(mirror: str | None = None, force: bool = False, progress: bool = True) -> Path:
@@ -37,14 +37,18 @@ def list_images() -> list[ImageInfo]:
     return store.list_images()
 
 
-def default_image_paths() -> tuple[Path, Path, Path, str]:
-    """``(kernel Image, fw_dynamic.bin, initrd.img, kernel command line)`` of the default image.
+def image_paths(image: Path) -> tuple[Path, Path, Path, str]:
+    """``(kernel Image, fw_dynamic.bin, initrd.img, kernel command line)`` of the image in directory ``image``.
 
     Raises ImageError if the image has not been pulled (or is incomplete).
     """
-    image = store.images_dir() / "default"
     manifest = store.read_manifest(image)
     files = (image / "Image", image / "fw_dynamic.bin", image / "initrd.img")
     if manifest is None or not all(f.exists() for f in files):
-        raise ImageError(f"the default image is not in {image}: run `vmkit images pull`")
+        raise ImageError(f"the {image.name} image is not in {image}: run `vmkit images pull`")
     return (*files, manifest.get("cmdline", CMDLINE))
+
+
+def default_image_paths() -> tuple[Path, Path, Path, str]:
+    """``image_paths`` of the default image."""
+    return image_paths(store.images_dir() / "default")

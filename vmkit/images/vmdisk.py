@@ -39,6 +39,11 @@ RECORD = "disk.json"
 ROOT_ARGS = "root=/dev/vda rw"
 
 
+def root_disk_cmdline(cmdline: str) -> str:
+    """The image's kernel command line ``cmdline`` for booting from its root disk (an overlay) as /dev/vda."""
+    return f"{cmdline} {ROOT_ARGS}"
+
+
 def default_vm_disk(warn: Callable[[str], None] = log.warning) -> Path:
     """The default VM's disk, created on first use; made afresh (and ``warn``ed about) when its base changed.
 
