@@ -1,6 +1,8 @@
-"""Shared by the random fuzz test (test_fuzz.py) and the atheris target
-(fuzz_frames.py): seed frames, mutations, checksum repair, and a UserNet
-harness that checks what "handled or counted" means.
+"""Shared by the random fuzz tests (test_fuzz.py, test_fragments.py) and the
+atheris targets (fuzz_frames.py, fuzz_fragments.py): seed frames,
+mutations, checksum repair, a UserNet harness that checks what "handled or
+counted" means, a fragment-sequence driver for the Reassembler, and the
+runner that gives an atheris target a few seconds from pytest.
 
 The harness's UserNet may relay only to sink sockets it owns on 127.0.0.1
 (a UDP socket and a TCP listener on the same port number, both echoing) and
@@ -10,16 +12,22 @@ name server.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 from vmkit.net import dhcp
 from vmkit.net.packets import (
-    ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST,
-    TCP_SYN, MalformedFrame, _pseudo_header_sum, build_ethernet, build_ipv4, build_tcp, internet_checksum,
-    parse_arp, parse_ethernet, parse_icmp, parse_ipv4, parse_tcp, parse_udp,
+    ETH_HLEN, ETH_P_ARP, ETH_P_IP, IP_FRAG_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK,
+    TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, MalformedFrame, _pseudo_header_sum, build_ethernet, build_ipv4, build_tcp,
+    internet_checksum, parse_arp, parse_ethernet, parse_icmp, parse_ipv4, parse_tcp, parse_udp,
 )
+from vmkit.net.fragments import IPV4_TOTAL_MAX, Reassembler
 from vmkit.net.stack import DNS_IP, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, UserNet, virtual_mac
 from tests.net.helpers import GUEST_MAC, arp_request, dhcp_frame, dhcp_message, dns_query, icmp_echo, udp_frame
 
@@ -57,6 +65,13 @@ def seed_frames(sink_port: int) -> list[bytes]:
         tcp_frame(sink_port, TCP_SYN, 9000, 0, sport=45002),
         tcp_frame(sink_port, TCP_RST, 9001, 0, sport=45002),
     ]
+    # Fragmented datagrams: a UDP one to the sink (in reverse) and a ping.
+    from vmkit.net.fragments import build_ipv4_fragments
+    from vmkit.net.packets import ICMP_ECHO_REQUEST, build_icmp, build_udp
+    for proto, payload, order in ((IPPROTO_UDP, build_udp(GUEST_IP, GATEWAY_IP, 40001, sink_port, bytes(3000)), -1),
+                                  (IPPROTO_ICMP, build_icmp(ICMP_ECHO_REQUEST, 0, b"\0\1\0\2", bytes(2000)), 1)):
+        packets = build_ipv4_fragments(GUEST_IP, GATEWAY_IP, proto, payload, ident=0x77 + proto)
+        frames += [build_ethernet(GATEWAY_MAC, GUEST_MAC, ETH_P_IP, p) for p in packets[::order]]
     return frames
 
 
@@ -163,9 +178,10 @@ class Harness:
         self.sent.append(frame)
 
     def feed(self, frame: bytes) -> None:
-        before = sum(self.net.counters.values())
+        evictions = ("frag_memory", "frag_timeout")     # a fragment can also free other datagrams
+        before = sum(v for k, v in self.net.counters.items() if k not in evictions)
         self.net.from_guest(frame)
-        grew = sum(self.net.counters.values()) - before
+        grew = sum(v for k, v in self.net.counters.items() if k not in evictions) - before
         assert grew in (0, 1), f"{grew} drops counted for one frame: {dict(self.net.counters)}"
         self._echo_sink()
         self.net.poll()
@@ -220,6 +236,8 @@ def check_outgoing(frame: bytes) -> None:
             assert eth.ethertype == ETH_P_IP
             ip = parse_ipv4(eth.payload)
             assert ip.proto in (IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_TCP)
+            if ip.is_fragment:
+                return                          # XXX: the harness could reassemble and check the whole
             if ip.proto == IPPROTO_ICMP:
                 parse_icmp(ip.payload)
             elif ip.proto == IPPROTO_UDP:
@@ -228,3 +246,90 @@ def check_outgoing(frame: bytes) -> None:
                 parse_tcp(ip)
     except MalformedFrame as e:
         raise AssertionError(f"the stack sent a malformed frame ({e}): {frame.hex()}") from e
+
+
+# ------------------------------------------------------------- fragments
+
+FRAG_IDENTS = 4         # fragments in a fuzz input belong to at most this many datagrams
+
+
+def feed_fragment_ops(data: bytes, **limits) -> Reassembler:
+    """Decode data into fragments and clock steps, feed them to a fresh
+    Reassembler (small limits by default, so eviction happens) and check it
+    after every step. Raises AssertionError when reassembly misbehaves: an
+    exception escaped add(), the byte count is off or over the cap, a
+    datagram came out that does not parse, or expire() left memory held.
+
+    Each op starts with a byte: bits 0-1 == 3 advance the clock by the next
+    byte / 8 seconds; otherwise it is a fragment of datagram (bits 2-3),
+    with 4 bytes of NOP options if bit 4 is set, followed by its flags and
+    offset (2 bytes; the reserved bit is cleared, as parse_ipv4 would refuse
+    it), a length (2 bytes, at most 2047) and its data, from the input and
+    then padded with the op byte."""
+    now = [0.0]
+    limits.setdefault("max_bytes", 4096)
+    limits.setdefault("max_datagrams", 3)
+    limits.setdefault("timeout", 5.0)
+    r = Reassembler(clock=lambda: now[0], **limits)
+    i = 0
+    while i < len(data):
+        op = data[i]
+        i += 1
+        if op & 3 == 3:
+            now[0] += (data[i] if i < len(data) else 255) / 8
+            i += 1
+            continue
+        head = data[i:i + 4].ljust(4, b"\0")
+        i += 4
+        flags_frag, length = struct.unpack("!HH", head)
+        length &= 0x7FF
+        payload = data[i:i + length].ljust(length, bytes([op]))
+        i += length
+        ident = op >> 2 & (FRAG_IDENTS - 1)
+        options = b"\x01\x01\x01\x01" if op & 0x10 else b""
+        packet = build_ipv4(b"\x0a\x00\x02\x0f", b"\x0a\x00\x02\x02", 17, payload, ident=ident,
+                            flags_frag=flags_frag & (0x6000 | IP_FRAG_OFFSET_MASK), options=options)
+        out = r.add(parse_ipv4(packet))
+        check_reassembler(r)
+        if out is not None:
+            whole = parse_ipv4(out)
+            assert len(out) <= IPV4_TOTAL_MAX and not whole.is_fragment and whole.ident == ident
+    r.expire(math.inf)
+    assert r.buffered == 0 and r.pending == 0, (r.buffered, r.pending)
+    return r
+
+
+def check_reassembler(r: Reassembler) -> None:
+    """The Reassembler's accounting is exact and within its caps."""
+    held = sum(len(data) for d in r._datagrams.values() for _end, data, _last in d.pieces)
+    assert r.buffered == held == sum(d.held for d in r._datagrams.values()), (r.buffered, held)
+    assert r.buffered <= r.max_bytes and r.pending <= r.max_datagrams, (r.buffered, r.pending)
+
+
+def fragment_seeds() -> list[bytes]:
+    """feed_fragment_ops inputs: a datagram in three fragments in order, out
+    of order with a duplicate, with an overlap, and one left to time out."""
+    def frag(sel: int, off: int, payload: bytes, more: bool) -> bytes:
+        return bytes([sel << 2]) + struct.pack("!HH", (0x2000 if more else 0) | off // 8, len(payload)) + payload
+    a, b, c = bytes(range(16)), bytes(range(16, 32)), b"tail"
+    return [
+        frag(0, 0, a, True) + frag(0, 16, b, True) + frag(0, 32, c, False),
+        frag(1, 32, c, False) + frag(1, 0, a, True) + frag(1, 0, a, True) + frag(1, 16, b, True),
+        frag(2, 0, a, True) + frag(2, 8, b, True) + frag(2, 32, c, False),
+        frag(3, 0, a, True) + b"\x03\xff" * 8,
+    ]
+
+
+# ---------------------------------------------------------------- atheris
+
+def run_atheris(target: Path, tmp_path: Path, seconds: int) -> None:
+    """Run an atheris target for `seconds` on a fresh corpus under tmp_path;
+    fail with libFuzzer's report if it finds a crash, a hang or a memory blowup."""
+    corpus = tmp_path / "corpus"
+    r = subprocess.run([sys.executable, str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024",
+                        "-timeout=10", f"-artifact_prefix={tmp_path}/", str(corpus)],
+                       capture_output=True, text=True, timeout=seconds + 120,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
+    report = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))
+    assert r.returncode == 0, report[-5000:]
+    assert "DONE" in r.stderr, report[-3000:]

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.net.fuzzing import Harness, mutate, seed_frames
+from tests.net.fuzzing import Harness, mutate, run_atheris, seed_frames
 
 TARGET = Path(__file__).with_name("fuzz_frames.py")
 
@@ -45,12 +43,4 @@ def test_random_mutated_frames(seed):
 @pytest.mark.slow
 def test_atheris_frames(tmp_path):
     pytest.importorskip("atheris")
-    seconds = int(os.environ.get("VMKIT_FUZZ_SECONDS", "10"))
-    corpus = tmp_path / "corpus"
-    r = subprocess.run([sys.executable, str(TARGET), f"-max_total_time={seconds}", "-rss_limit_mb=1024",
-                        "-timeout=10", f"-artifact_prefix={tmp_path}/", str(corpus)],
-                       capture_output=True, text=True, timeout=seconds + 120,
-                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
-    report = "\n".join(line for line in r.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))
-    assert r.returncode == 0, report[-5000:]
-    assert "DONE" in r.stderr, report[-3000:]
+    run_atheris(TARGET, tmp_path, int(os.environ.get("VMKIT_FUZZ_SECONDS", "10")))

@@ -100,6 +100,21 @@ def test_ipv4_fragments_are_detected(flags_frag):
     assert parse_ipv4(raw).is_fragment
 
 
+def test_ipv4_fragment_fields_and_options_round_trip():
+    options = b"\x94\x04\x00\x00\x01\x01\x01\x00"          # Router Alert, NOP NOP NOP EOL
+    raw = build_ipv4(SRC, DST, IPPROTO_UDP, b"y" * 16, ident=3, flags_frag=0x2000 | 185, options=options)
+    assert raw[0] == 0x47 and internet_checksum(raw[:28]) == 0
+    pkt = parse_ipv4(raw)
+    assert (pkt.options, pkt.payload, pkt.more_fragments, pkt.frag_offset) == (options, b"y" * 16, True, 1480)
+    assert parse_ipv4(build_ipv4(SRC, DST, IPPROTO_UDP, b"z")).options == b""
+
+
+@pytest.mark.parametrize("options", [b"\x01", b"\x01" * 44])
+def test_ipv4_build_refuses_bad_options(options):
+    with pytest.raises(ValueError):
+        build_ipv4(SRC, DST, IPPROTO_UDP, b"", options=options)
+
+
 _IP = build_ipv4(SRC, DST, IPPROTO_UDP, b"x" * 16)
 
 

@@ -15,6 +15,8 @@ from vmkit.net.packets import (
     ARP_OP_REPLY, ETH_BROADCAST, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP,
     build_ethernet, build_ipv4, internet_checksum, parse_arp, parse_ethernet, parse_icmp, parse_ipv4,
 )
+from vmkit.net.fragments import Reassembler, build_ipv4_fragments
+from vmkit.net.packets import ICMP_ECHO_REQUEST, IPPROTO_UDP, build_icmp, build_udp
 from vmkit.net.stack import DNS_IP, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, UserNet
 from tests.net.helpers import (
     GUEST_MAC, arp_request, dhcp_frame, dhcp_message, dns_query, icmp_echo, ip, make_net, parse_udp_frame,
@@ -387,14 +389,43 @@ def test_drops_are_counted_by_reason(net, frame, reason):
     assert out == [] and n.counters == {reason: 1}
 
 
-def test_fragments_dropped_and_counted(net):
+def guest_fragments(proto: int, payload: bytes, dst: bytes = GATEWAY_IP) -> list[bytes]:
+    """An IPv4 payload from the guest cut to the MTU as its kernel would: DF clear, 8-byte blocks."""
+    return [build_ethernet(GATEWAY_MAC, GUEST_MAC, ETH_P_IP, p)
+            for p in build_ipv4_fragments(GUEST_IP, dst, proto, payload, ident=0x4321)]
+
+
+def test_fragmented_udp_is_reassembled_and_relayed(net, echo_server):
     n, out = net
-    frame = bytearray(udp_frame(GATEWAY_IP, 9999, b"x" * 64))
-    struct.pack_into("!H", frame, 14 + 6, 0x2000)           # More Fragments
-    struct.pack_into("!H", frame, 14 + 10, 0)
-    struct.pack_into("!H", frame, 14 + 10, internet_checksum(bytes(frame[14:34])))
-    n.from_guest(bytes(frame))
-    assert out == [] and n.counters == {"ip_fragment": 1}
+    data = bytes(range(256)) * 16                             # 4 KiB: three fragments
+    frames = guest_fragments(IPPROTO_UDP, build_udp(GUEST_IP, GATEWAY_IP, 40000, echo_server, data))
+    assert len(frames) == 3
+    for f in reversed(frames):
+        n.from_guest(f)
+    assert not n.counters
+    poll_until(n, out, 3)
+    assert not n.counters                                      # "echo:" + 4 KiB comes back in 3 fragments
+    assert len(out) == 3 and all(len(f) <= 1514 for f in out)
+
+
+def test_fragmented_ping_gets_a_fragmented_reply(net):
+    n, out = net
+    frames = guest_fragments(IPPROTO_ICMP, build_icmp(ICMP_ECHO_REQUEST, 0, b"\0\1\0\1", bytes(3000)))
+    for f in frames:
+        n.from_guest(f)
+    assert not n.counters and len(out) == 3
+    r = Reassembler()
+    whole = [w for f in out if (w := r.add(parse_ipv4(parse_ethernet(f).payload)))]
+    assert len(whole) == 1
+    assert parse_icmp(parse_ipv4(whole[0]).payload).payload == bytes(3000)
+
+
+def test_fragment_overlap_dropped_and_counted(net):
+    n, out = net
+    frames = guest_fragments(IPPROTO_UDP, build_udp(GUEST_IP, GATEWAY_IP, 40000, 9999, b"x" * 3000))
+    n.from_guest(frames[0])
+    n.from_guest(frames[0][:-8] + b"y" * 8)                    # same offset, other bytes (checksum is the IP header's)
+    assert out == [] and n.counters == {"frag_overlap": 1}
 
 
 def test_closed_net_drops(net):

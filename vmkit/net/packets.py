@@ -140,16 +140,26 @@ class IPv4:
     src: bytes
     dst: bytes
     payload: bytes      # exactly total_length - header_length bytes
+    options: bytes = b""    # header bytes past the first 20, raw (a multiple of 4, at most 40)
 
     @property
     def is_fragment(self) -> bool:
         """More fragments follow, or this is not the first one (RFC 791 3.2, "Fragmentation")."""
         return bool(self.flags_frag & (IP_FLAG_MF | IP_FRAG_OFFSET_MASK))
 
+    @property
+    def more_fragments(self) -> bool:
+        return bool(self.flags_frag & IP_FLAG_MF)
+
+    @property
+    def frag_offset(self) -> int:
+        """Where this payload starts in the original datagram, in bytes (the field counts 8-byte blocks)."""
+        return (self.flags_frag & IP_FRAG_OFFSET_MASK) * 8
+
 
 def parse_ipv4(data: bytes) -> IPv4:
-    """RFC 791 3.1. Options are validated only for length and then skipped;
-    bytes past Total Length are Ethernet padding and are dropped."""
+    """RFC 791 3.1. Options are validated only for length and kept raw in
+    `options`; bytes past Total Length are Ethernet padding and are dropped."""
     if len(data) < IPV4_HLEN_MIN:
         raise MalformedFrame(f"IPv4 packet of {len(data)} bytes is shorter than its header")
     vihl, tos, total, ident, flags_frag, ttl, proto, _csum = struct.unpack_from("!BBHHHBBH", data, 0)
@@ -167,16 +177,22 @@ def parse_ipv4(data: bytes) -> IPv4:
     if flags_frag & IP_FLAG_RESERVED:
         raise MalformedFrame("IPv4 reserved flag bit set")
     return IPv4(tos, ident, flags_frag, ttl, proto, bytes(data[12:16]), bytes(data[16:20]),
-                bytes(data[hlen:total]))
+                bytes(data[hlen:total]), bytes(data[IPV4_HLEN_MIN:hlen]))
 
 
 def build_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, *, ident: int = 0,
-               ttl: int = 64, tos: int = 0) -> bytes:
-    """A header without options, Don't Fragment set: we never send more than the MTU."""
-    total = IPV4_HLEN_MIN + len(payload)
+               ttl: int = 64, tos: int = 0, flags_frag: int = IP_FLAG_DF, options: bytes = b"") -> bytes:
+    """By default a header without options, Don't Fragment set: we never send
+    more than the MTU. fragments.py and the tests pass other flags and
+    fragment offsets, and options (already padded to 4 bytes)."""
+    hlen = IPV4_HLEN_MIN + len(options)
+    if len(options) % 4 or hlen > 60:
+        raise ValueError(f"IPv4 options of {len(options)} bytes: need a multiple of 4, at most 40")
+    total = hlen + len(payload)
     if total > 0xFFFF:
         raise ValueError(f"IPv4 packet of {total} bytes is too large")
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, total, ident & 0xFFFF, IP_FLAG_DF, ttl, proto, 0, src, dst)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | hlen // 4, tos, total, ident & 0xFFFF, flags_frag, ttl, proto, 0,
+                      src, dst) + options
     csum = internet_checksum(hdr)
     return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + payload
 

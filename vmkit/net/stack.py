@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmkit.net import dhcp, dns, tcp as tcp_relay
+from vmkit.net import dhcp, dns, fragments, tcp as tcp_relay
 from vmkit.net.forward import ACCEPT_BURST, HostForward, Listener, open_listeners
 from vmkit.net.packets import (
     ARP_OP_REPLY, ARP_OP_REQUEST, ETH_BROADCAST, ETH_MTU, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN_MIN, UDP_HLEN, MalformedFrame,
-    build_arp, build_ethernet, build_icmp, build_ipv4, build_ipv4_udp_frame, parse_arp, parse_ethernet,
+    build_arp, build_ethernet, build_icmp, build_ipv4, build_ipv4_udp_frame, build_udp, parse_arp, parse_ethernet,
     parse_icmp, parse_ipv4, parse_tcp, parse_udp,
 )
 
@@ -148,6 +148,7 @@ class UserNet:
         self.udp_idle_timeout = udp_idle_timeout
         self._clock = clock
         self.counters: collections.Counter[str] = collections.Counter()
+        self._fragments = fragments.Reassembler(clock=clock, counters=self.counters)
         self._ident = 0
         self._udp_flows: dict[tuple[int, bytes, int], _UdpFlow] = {}
         self.guest_mac = guest_mac
@@ -220,11 +221,17 @@ class UserNet:
     def _handle_ipv4(self, src_mac: bytes, data: bytes) -> None:
         ip = parse_ipv4(data)
         if ip.is_fragment:
-            # XXX: fragments are dropped; reassembly (capped in memory and
-            # time, overlaps rejected) comes with TCP. Guests do not fragment
-            # at MTU 1500 unless they send large UDP datagrams.
-            self._drop("ip_fragment")
-            return
+            # Reassembled first (fragments.py: overlaps refused, memory and
+            # time capped, drops counted as frag_*), then handled like any
+            # datagram. Only the guest's own address fragments: a DHCP client
+            # at 0.0.0.0 never needs to.
+            if ip.src != GUEST_IP:
+                self._drop("spoofed_source")
+                return
+            whole = self._fragments.add(ip)
+            if whole is None:
+                return
+            ip = parse_ipv4(whole)
         udp = parse_udp(ip) if ip.proto == IPPROTO_UDP else None
         if ip.src != GUEST_IP:
             # Only a DHCP client without an address may use 0.0.0.0 (RFC 2131 4.1).
@@ -250,8 +257,9 @@ class UserNet:
             return
         # RFC 792 "Echo or Echo Reply Message": same identifier, sequence and data.
         reply = build_icmp(ICMP_ECHO_REPLY, 0, icmp.rest, icmp.payload)
-        self._send(build_ethernet(src_mac, VIRTUAL_HOSTS[ip.dst], ETH_P_IP,
-                                  build_ipv4(ip.dst, ip.src, IPPROTO_ICMP, reply, ident=self._next_ident())))
+        # A reassembled request can be bigger than the MTU, and so can its reply.
+        for packet in fragments.build_ipv4_fragments(ip.dst, ip.src, IPPROTO_ICMP, reply, ident=self._next_ident()):
+            self._send(build_ethernet(src_mac, VIRTUAL_HOSTS[ip.dst], ETH_P_IP, packet))
 
     def _handle_udp(self, src_mac: bytes, ip, udp) -> None:
         if udp.dport == dhcp.SERVER_PORT and ip.dst in (GATEWAY_IP, LIMITED_BROADCAST_IP, NET_BROADCAST_IP):
@@ -521,13 +529,11 @@ class UserNet:
                 self._drop("udp_recv_error")
                 break
             flow.last_used = self._clock()
-            if len(payload) > UDP_PAYLOAD_MAX:
-                # XXX: needs IP fragmentation toward the guest.
-                self._drop("udp_reply_too_big")
-                continue
-            self._send(build_ipv4_udp_frame(flow.guest_mac, GATEWAY_MAC, flow.remote_ip, GUEST_IP,
-                                            flow.remote_port, flow.guest_port, payload, ident=self._next_ident()))
-            sent += 1
+            udp = build_udp(flow.remote_ip, GUEST_IP, flow.remote_port, flow.guest_port, payload)
+            for packet in fragments.build_ipv4_fragments(flow.remote_ip, GUEST_IP, IPPROTO_UDP, udp,
+                                                         ident=self._next_ident()):
+                self._send(build_ethernet(flow.guest_mac, GATEWAY_MAC, ETH_P_IP, packet))
+                sent += 1
         return sent
 
     # ---------------------------------------------------------------- loop
@@ -563,6 +569,7 @@ class UserNet:
         reap = now - self._last_reap >= REAP_INTERVAL
         if reap:
             self._reap_udp(now)
+            self._fragments.expire(now)
             for listener in self._listeners:
                 listener.reap(now, self.udp_idle_timeout)
         if self._tcp is not None:

@@ -53,6 +53,7 @@ MAX_TCP_BUFFERED = 16 * 1024 * 1024     # host-to-guest bytes over all connectio
 RTO_INITIAL = 1.0               # RFC 6298 2.1
 RTO_MAX = 60.0                  # RFC 6298 2.5
 MAX_RETRANSMITS = 8             # then the connection is reset both ways
+MAX_SYN_RETRANSMITS = 5         # a handshake the guest never completes ends after ~63 s (Linux's tcp_synack_retries)
 CONNECT_TIMEOUT = 30.0          # a host connect() that neither completes nor fails
 IDLE_TIMEOUT = 3600.0           # an established connection with no traffic either way
 HALF_CLOSED_TIMEOUT = 120.0     # idle after one side's FIN
@@ -498,7 +499,7 @@ class TcpRelay:
             return
         if c.state in (SYN_RECEIVED, SYN_SENT):
             c.retries += 1
-            if c.retries > MAX_RETRANSMITS:
+            if c.retries > MAX_SYN_RETRANSMITS:
                 self._abort(c, rst_guest=c.state == SYN_RECEIVED, reason="tcp_retransmit_limit")
                 return
             if c.state == SYN_SENT:
