@@ -148,7 +148,7 @@ def test_initramfs_and_root_disk_share_one_userland(tmp_path):
     tree = make_tree(tmp_path)
     modules, _, _ = tree.closure(list(default.MODULES))
     userland = default.build_userland(b"\x7fELF", ["bin/sh", "sbin/init", "sbin/switch_root"],
-                                      "6.1.0-test", tree, modules, None)
+                                      "6.1.0-test", tree, modules)
     rd, fs = default.build_initramfs(userland), default.build_rootfs(userland)
     assert set(rd.entries) - set(fs.entries) == {"init", "newroot"}
     assert set(fs.entries) - set(rd.entries) == {"etc/fstab"}
@@ -169,6 +169,9 @@ def test_initramfs_and_root_disk_share_one_userland(tmp_path):
     assert "PS1='\\h:\\w\\$ '" in text["etc/profile"]
     assert "::shutdown:/bin/umount -a -r" in text["etc/inittab"]
     assert fs.entries["etc/init.d/rcS"].mode & 0o111
+    assert "udhcpc -i eth0 -b" in text["etc/init.d/rcS"]
+    assert fs.entries["usr/share/udhcpc/default.script"].mode & 0o111
+    assert "127.0.0.1 localhost" in text["etc/hosts"]
     assert "LABEL=vmkit-root / ext4" in text["etc/fstab"]
     assert text["etc/modules"] == "virtio_mmio\nvirtio_net\nvirtio_rng\n"
     assert "lib/modules/6.1.0-test/modules.dep" in fs.entries

@@ -55,7 +55,6 @@ FIRMWARE_PACKAGE = "opensbi"
 FIRMWARE_PATH = "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
 BUSYBOX_PACKAGE = "busybox-static"
 BUSYBOX_PATH = "usr/bin/busybox"
-UDHCPC_SCRIPT = "usr/share/doc/busybox-static/examples/udhcp/simple.script"
 # earlycon is left out: OpenSBI's banner already shows the machine is alive, and
 # the 8250 console starts early enough. cryptomgr.notests skips the crypto
 # self-tests, seconds of guest CPU time under emulation.
@@ -70,7 +69,7 @@ MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-
            "virtio_balloon", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic")
 # Bump when what build_image produces changes: an image built by an older
 # recipe is rebuilt on the next pull (cached .debs are reused).
-RECIPE = 4
+RECIPE = 5
 
 # Shown in the manifest and the report: are the drivers vmkit's virt machine
 # needs built in (y), modules (m) or absent?
@@ -180,6 +179,40 @@ mounted /tmp || mount -t tmpfs tmpfs /tmp
 mounted /run || mount -t tmpfs tmpfs /run
 hostname -F /etc/hostname
 ip link set lo up
+# The first NIC takes its address by DHCP: udhcpc stays in the background to
+# renew the lease (-b: it goes there after 3 unanswered tries, so a network
+# that does not answer delays the boot by about 3 s, not forever).
+if [ -e /sys/class/net/eth0 ]; then
+    udhcpc -i eth0 -b -t 3 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1
+fi
+"""
+
+# udhcpc(8) runs this with deconfig, bound, renew, leasefail or nak and the
+# lease in the environment ($ip, $subnet, $router, $dns, ...).
+UDHCPC_SCRIPT_TEXT = r"""#!/bin/sh
+# udhcpc action script of the vmkit default image (written by vmkit/images/default.py).
+[ -n "$interface" ] || exit 1
+case "$1" in
+    deconfig)
+        ifconfig "$interface" 0.0.0.0 up
+        ;;
+    bound|renew)
+        ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" ${broadcast:+broadcast "$broadcast"} up
+        if [ -n "$router" ]; then
+            while route del default dev "$interface" 2>/dev/null; do :; done
+            set -- $router
+            route add default gw "$1" dev "$interface"
+        fi
+        if [ -n "$dns" ]; then
+            for server in $dns; do echo "nameserver $server"; done > /etc/resolv.conf
+        fi
+        ;;
+esac
+exit 0
+"""
+
+HOSTS = """127.0.0.1 localhost
+::1 localhost
 """
 
 # A shell script as PID 1 cannot serve: its background jobs ignore SIGINT
@@ -291,7 +324,7 @@ def build_image(out: Path, tmp: Path, packages: list[Package], debs: list[Path])
     kroot = tmp / "kernel"
     extract_deb(kernel_deb, kroot, include=("boot/", "usr/lib/modules/", "lib/modules/"))
     extract_deb(firmware_deb, tmp / "opensbi", include=("usr/lib/",))
-    extract_deb(busybox_deb, tmp / "busybox", include=(BUSYBOX_PATH, UDHCPC_SCRIPT))
+    extract_deb(busybox_deb, tmp / "busybox", include=(BUSYBOX_PATH,))
 
     moddirs = sorted(p for d in ("usr/lib/modules", "lib/modules") if (kroot / d).is_dir()
                      for p in (kroot / d).iterdir() if p.is_dir())
@@ -312,14 +345,12 @@ def build_image(out: Path, tmp: Path, packages: list[Package], debs: list[Path])
     shutil.copyfile(tmp / "opensbi" / firmware, out / "fw_dynamic.bin")
 
     busybox = (tmp / "busybox" / BUSYBOX_PATH).read_bytes()
-    udhcpc = tmp / "busybox" / UDHCPC_SCRIPT
     tree = ModuleTree(moddirs[0])
     modules, builtin, missing = tree.closure(list(MODULES))
     if missing:
         log.warning("kernel %s has neither module nor built-in driver for %s", release, missing)
     userland = build_userland(busybox, busybox_applets(tmp / "busybox" / BUSYBOX_PATH),
-                              release, tree, modules,
-                              udhcpc.read_bytes() if udhcpc.exists() else None)
+                              release, tree, modules)
     initrd = build_initramfs(userland)
     (out / "initrd.img").write_bytes(initrd.to_bytes(INITRD_COMPRESSION))
     rootfs = build_rootfs(userland)
@@ -379,7 +410,7 @@ def busybox_applets(busybox: Path) -> list[str]:
 
 
 def build_userland(busybox: bytes, applets: list[str], release: str, tree: ModuleTree,
-                   modules: list[Module], udhcpc_script: bytes | None) -> Initramfs:
+                   modules: list[Module]) -> Initramfs:
     """What the initramfs and the root disk both hold: busybox and its applet
     links, /etc (inittab, rcS, profile, users), the modules and their indexes."""
     rd = Initramfs()
@@ -403,8 +434,8 @@ def build_userland(busybox: bytes, applets: list[str], release: str, tree: Modul
     # Only the drivers that are modules here; the rest are built in.
     wanted = [w.replace("-", "_") for w in MODULES]
     rd.add_file("etc/modules", "".join(f"{m.name}\n" for m in modules if m.name in wanted).encode())
-    if udhcpc_script is not None:
-        rd.add_file("usr/share/udhcpc/default.script", udhcpc_script, 0o755)
+    rd.add_file("usr/share/udhcpc/default.script", UDHCPC_SCRIPT_TEXT.encode(), 0o755)
+    rd.add_file("etc/hosts", HOSTS.encode())
     base = f"lib/modules/{release}"
     for m in modules:
         rd.add_file(f"{base}/{m.ko_path}", m.data)
