@@ -6,6 +6,9 @@
     vmkit run --bios fw_dynamic.bin --kernel Image --initrd initrd.img --append "console=ttyS0"
 Exit status: 0 on guest poweroff (or Ctrl-A x), the finisher's code when the
 guest reports failure, 124 on --timeout, 2 on bad options or images.
+
+Many VMs are managed by the daemon, vmkitd (`vmkit daemon`), with the verbs
+of vmkit/hypervisor/cli.py: launch, list, info, stop, console, ...
 """
 
 import sys
@@ -130,6 +133,8 @@ def _mount_subcommands() -> None:
     from vmkit.storage.cli import disk_app
     app.add_typer(images_app, name="images", help="Guest images: pull, ls.")
     app.add_typer(disk_app, name="disk", help="Disk images: create, info, convert, check, resize, snapshot.")
+    from vmkit.hypervisor.cli import register
+    register(app)
 
 
 _mount_subcommands()
