@@ -192,6 +192,44 @@ def test_reset_lowers_irq_and_keeps_backlog(h):
     assert h.rd(RBR) == ord("b")
 
 
+def test_break_is_a_nul_flagged_in_lsr(h):
+    """PC16550D 8.4: a break loads one NUL into the FIFO; LSR.BI (and, FIFOs
+    on, LSR bit 7) shows when it reaches the top, raises the receiver line
+    status interrupt, and clears on the LSR read: Linux's 8250 driver reads
+    LSR, sees BI, reads the NUL, and takes the next key as a SysRq."""
+    h.wr(FCR, 0x01)
+    h.wr(IER, 0x05)                   # ERBFI | ELSI
+    h.uart.push_input(b"a")
+    h.uart.push_break()
+    h.uart.push_input(b"s")
+    assert h.rd(IIR) & 0x0F == 0x04   # 'a' on top: data (trigger level 1), no error yet
+    assert h.rd(LSR) == 0xE1          # DR, THRE, TEMT, and a break somewhere in the FIFO
+    assert h.rd(RBR) == ord("a")
+    assert h.irq and h.rd(IIR) & 0x0F == 0x06   # the break's NUL on top
+    assert h.rd(LSR) == 0xF1          # DR | BI | FIFO error
+    assert h.rd(IIR) & 0x0F == 0x04   # the read cleared BI and its interrupt
+    assert h.rd(LSR) == 0x61
+    assert h.rd(RBR) == 0
+    assert h.rd(RBR) == ord("s")
+    assert h.rd(LSR) == 0x60 and not h.irq
+
+
+def test_break_waits_in_the_backlog_and_survives_save_restore(h):
+    h.uart.push_input(b"xy")          # FIFOs off: one character at a time
+    h.uart.push_break()
+    state = h.uart.save()
+    other = Harness()
+    other.uart.restore(state)
+    assert other.uart.save() == state
+    got = []
+    while (lsr := other.rd(LSR)) & 0x01:
+        got.append((other.rd(RBR), bool(lsr & 0x10)))
+    assert got == [(ord("x"), False), (ord("y"), False), (0, True)]
+    state["rx_break"] = b"\x02"
+    with pytest.raises(DeviceStateError):
+        h.uart.restore(state)
+
+
 def test_save_restore(h):
     h.wr(FCR, 0x41)
     h.wr(IER, 0x03)

@@ -16,6 +16,8 @@ Simplifications, each invisible to a driver:
 - No baud-rate timing: the character-timeout interrupt (IIR 0x0C) is reported
   as soon as the FIFO holds data below the trigger level, because with the
   backlog refilling at once that only happens when no more data is coming.
+- Of the receive errors only overrun (LSR.OE) and break (LSR.BI, `push_break`)
+  happen: there is no line to garble, so no parity or framing errors.
 
 Not thread-safe: call `push_input` from the thread that runs the machine.
 """
@@ -87,8 +89,10 @@ MCR_MASK = 0x1F
 # LSR (8.4)
 LSR_DR = 0x01    # data ready
 LSR_OE = 0x02    # overrun error
+LSR_BI = 0x10    # break interrupt: the character at the top of the FIFO came with a break
 LSR_THRE = 0x20  # THR empty
 LSR_TEMT = 0x40  # transmitter empty
+LSR_FIFO_ERROR = 0x80  # FIFO mode: some character in the FIFO has an error (here: a break)
 
 # MSR (8.8)
 MSR_DCTS = 0x01
@@ -116,14 +120,27 @@ class Uart16550:
         self._irq = irq
         self._irq_level = False
         self._backlog = bytearray()  # host input not yet in the RX FIFO
+        self._backlog_break = bytearray()  # per backlog byte: 1 if it is a break's NUL
         self.dropped_input = 0       # bytes lost because the backlog was full
         self._reset_registers()
 
     # --- host side -------------------------------------------------------------------
     def push_input(self, data: bytes) -> None:
         """Queue keyboard input; it reaches the guest as the RX FIFO drains."""
+        self._receive(data, brk=False)
+
+    def push_break(self) -> None:
+        """A break on the line: the receiver gets one NUL character flagged
+        with LSR.BI (8.4: "only one zero character is loaded into the FIFO").
+        Linux's 8250 driver takes a break on its console followed by a key
+        within 5 s as a Magic SysRq (CONFIG_MAGIC_SYSRQ_SERIAL)."""
+        self._receive(b"\0", brk=True)
+
+    def _receive(self, data: bytes, brk: bool) -> None:
         room = INPUT_BACKLOG_LIMIT - len(self._backlog)
-        self._backlog += data[:room]
+        accepted = data[:room]
+        self._backlog += accepted
+        self._backlog_break += bytes((brk,)) * len(accepted)
         if len(data) > room:
             self.dropped_input += len(data) - room
             self._overrun = True
@@ -202,6 +219,7 @@ class Uart16550:
             "dll": self.dll, "dlm": self.dlm,
             "fifo_enabled": self.fifo_enabled, "rx_trigger": self.rx_trigger,
             "rx_fifo": bytes(self._rx), "backlog": bytes(self._backlog),
+            "rx_break": bytes(self._rx_break), "backlog_break": bytes(self._backlog_break),
             "thre_pending": self._thre_pending, "overrun": self._overrun,
             "msr_delta": self._msr_delta,
         }
@@ -218,6 +236,11 @@ class Uart16550:
             raise DeviceStateError(f"saved uart rx_trigger {rx_trigger} is not one of {RX_TRIGGER_LEVELS}")
         rx = state_bytes(state, "rx_fifo", RX_FIFO_SIZE if fifo_enabled else 1)
         backlog = state_bytes(state, "backlog", INPUT_BACKLOG_LIMIT)
+        rx_break = state_bytes(state, "rx_break", len(rx))
+        backlog_break = state_bytes(state, "backlog_break", len(backlog))
+        if len(rx_break) != len(rx) or len(backlog_break) != len(backlog) \
+                or any(b > 1 for b in rx_break + backlog_break):
+            raise DeviceStateError("saved uart break flags do not match its received bytes")
         thre_pending = bool(state_int(state, "thre_pending", 0, 1))
         overrun = bool(state_int(state, "overrun", 0, 1))
         msr_delta = state_int(state, "msr_delta", 0, MSR_DCTS | MSR_DDSR | MSR_TERI | MSR_DDCD)
@@ -225,6 +248,7 @@ class Uart16550:
         self.ier, self.mcr = ier, mcr
         self.fifo_enabled, self.rx_trigger = fifo_enabled, rx_trigger
         self._rx, self._backlog = bytearray(rx), bytearray(backlog)
+        self._rx_break, self._backlog_break = bytearray(rx_break), bytearray(backlog_break)
         self._thre_pending, self._overrun, self._msr_delta = thre_pending, overrun, msr_delta
         self._irq_level = self._interrupt_id() != IIR_NO_INT
         self._irq(self._irq_level)
@@ -251,6 +275,7 @@ class Uart16550:
         self.fifo_enabled = False
         self.rx_trigger = RX_TRIGGER_LEVELS[0]
         self._rx = bytearray()
+        self._rx_break = bytearray()  # per FIFO byte: 1 while its break is not yet reported in LSR.BI
         self._thre_pending = False  # THRE interrupt armed (IIR table 4, priority 3)
         self._overrun = False       # LSR.OE, cleared by reading LSR
         self._msr_delta = 0         # MSR bits 0..3, cleared by reading MSR
@@ -266,11 +291,21 @@ class Uart16550:
         take = self._rx_capacity() - len(self._rx)
         if take > 0 and self._backlog:
             self._rx += self._backlog[:take]
+            self._rx_break += self._backlog_break[:take]
             del self._backlog[:take]
+            del self._backlog_break[:take]
+
+    def _clear_rx(self) -> None:
+        self._rx.clear()
+        self._rx_break.clear()
+
+    def _break_at_top(self) -> bool:
+        """LSR.BI: in FIFO mode a character's error shows when it reaches the top (8.4)."""
+        return bool(self._rx_break) and self._rx_break[0] == 1
 
     def _interrupt_id(self) -> int:
         """The highest-priority pending, enabled interrupt (table 4)."""
-        if self.ier & IER_ELSI and self._overrun:
+        if self.ier & IER_ELSI and (self._overrun or self._break_at_top()):
             return IIR_RLSI
         if self.ier & IER_ERBFI and self._rx:
             if not self.fifo_enabled or len(self._rx) >= self.rx_trigger:
@@ -292,6 +327,7 @@ class Uart16550:
         if not self._rx:
             return 0
         value = self._rx.pop(0)
+        self._rx_break.pop(0)
         self._fill_rx()
         self._update_irq()
         return value
@@ -309,9 +345,15 @@ class Uart16550:
         value = LSR_THRE | LSR_TEMT
         if self._rx:
             value |= LSR_DR
+        if self.fifo_enabled and any(self._rx_break):
+            value |= LSR_FIFO_ERROR
+        if self._break_at_top():
+            value |= LSR_BI
+            self._rx_break[0] = 0  # 8.4: error bits clear when LSR is read
         if self._overrun:
             value |= LSR_OE
-            self._overrun = False  # 8.4: error bits clear when LSR is read
+            self._overrun = False
+        if value & (LSR_BI | LSR_OE):
             self._update_irq()
         return value
 
@@ -342,6 +384,7 @@ class Uart16550:
         if self.mcr & MCR_LOOP:
             if len(self._rx) < self._rx_capacity():
                 self._rx.append(value)
+                self._rx_break.append(0)
             else:
                 self._overrun = True
         else:
@@ -368,11 +411,11 @@ class Uart16550:
         if enable != self.fifo_enabled:
             # Changing FCR0 resets both FIFOs (8.5).
             self.fifo_enabled = enable
-            self._rx.clear()
+            self._clear_rx()
         if enable:
             # The other FCR bits are written only together with FCR0 = 1.
             if value & FCR_CLEAR_RX:
-                self._rx.clear()
+                self._clear_rx()
             self.rx_trigger = RX_TRIGGER_LEVELS[value >> FCR_TRIGGER_SHIFT & 3]
         self._fill_rx()
         self._update_irq()

@@ -340,6 +340,14 @@ class Machine:
     def _host_ticks(self) -> int:
         return (time.monotonic_ns() - self._start_ns) // (10**9 // M.TIMEBASE_FREQUENCY)
 
+    def hold_clock(self, ns: int) -> None:
+        """Leave `ns` of host time out of the guest's clock (host mode): the
+        hypervisor paused the VM that long.  Like QEMU's virtual clock, which
+        stops while a VM is stopped: a guest whose clock jumped would find all
+        its timers late at once and report soft lockups and RCU stalls.  The
+        guest's wall clock then lags the host's by the pause (QEMU's too)."""
+        self._start_ns += ns
+
     def _sync_host_clock(self) -> None:
         """Bring mtime up to the host clock; it never goes backwards."""
         now = self._host_ticks()
