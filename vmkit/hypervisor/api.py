@@ -8,7 +8,7 @@
     POST   /v1/vms/{name}/start|stop|kill|pause|resume|reboot
     GET    /v1/vms/{name}/log           the serial log (?tail=BYTES)
     WS     /v1/vms/{name}/console       the console, binary frames both ways
-    GET    /v1/events                   events after ?since=ID (?follow=true streams NDJSON)
+    GET    /v1/events                   events after ?since=ID (?wait=SECONDS long-polls)
     GET    /v1/host                     host capacity and what is allocated
 
 Every error is JSON, an `ApiError`: {"error": class, "message": text}, with
@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +35,10 @@ from vmkit.hypervisor.supervisor import Supervisor, SupervisorError
 from vmkit.hypervisor.vmdir import VmDirError
 
 ERRORS = {404: {"model": ApiError}, 409: {"model": ApiError}, 422: {"model": ApiError}}
+# For routes whose success is not JSON: their errors still are.
+JSON_ERRORS = {code: {"description": "an ApiError",
+                      "content": {"application/json": {"schema": ApiError.model_json_schema()}}}
+               for code in (404, 422)}
 MAX_LOG_TAIL = 16 << 20
 
 
@@ -148,14 +151,18 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
         sup.stop(name, force=request.force, timeout=request.timeout)
         return info(name)
 
-    for op in ("kill", "pause", "resume", "reboot"):
-        def handler(name: str, _op=op):
-            getattr(sup, _op)(name)
+    def state_change(op: str):
+        def handler(name: str):
+            getattr(sup, op)(name)
             return info(name)
+        return handler
+
+    for op in ("kill", "pause", "resume", "reboot"):
+        handler = state_change(op)
         app.post(f"/v1/vms/{{name}}/{op}", response_model=VmInfo, responses=ERRORS, tags=["state"],
                  name=f"{op}_vm")(handler)
 
-    @app.get("/v1/vms/{name}/log", response_class=PlainTextResponse, responses=ERRORS, tags=["console"])
+    @app.get("/v1/vms/{name}/log", response_class=PlainTextResponse, responses=JSON_ERRORS, tags=["console"])
     def vm_log(name: str, tail: int = Query(64 * 1024, ge=0, le=MAX_LOG_TAIL)):
         sup.registry.get(name)
         vmdir = sup.vmdir(name)
@@ -216,20 +223,17 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
                 pass
 
     @app.get("/v1/events", response_model=list[Event], tags=["events"])
-    async def events(since: int = Query(0, ge=0, le=2**62), follow: bool = Query(False),
+    async def events(since: int = Query(0, ge=0, le=2**62, description="only events after this id"),
+                     wait: float = Query(0.0, ge=0.0, le=5.0,
+                                         description="long poll: wait up to this many seconds for an event"),
                      limit: int = Query(1000, ge=1, le=10000)):
-        if not follow:
-            return await asyncio.to_thread(sup.registry.events, since, limit)
-
-        async def stream():
-            last = since
-            while True:
-                batch = await asyncio.to_thread(sup.registry.events, last, limit)
-                for ev in batch:
-                    last = ev.id
-                    yield json.dumps(ev.model_dump()) + "\n"
-                await asyncio.sleep(0.2)
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            batch = await asyncio.to_thread(sup.registry.events, since, limit)
+            if batch or loop.time() >= deadline:
+                return batch
+            await asyncio.sleep(0.2)
 
     @app.get("/v1/host", response_model=HostCapacity, tags=["host"])
     def host():

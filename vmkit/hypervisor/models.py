@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MiB = 1 << 20
 GiB = 1 << 30
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")     # a DNS label: also a safe directory name
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"             # a DNS label: also a safe directory name
+NAME_RE = re.compile(NAME_PATTERN)
+HOSTFWD_PATTERN = r"^(tcp|udp)?:[0-9.]{0,15}:[0-9]{1,5}-(10\.0\.2\.15)?:[0-9]{1,5}$"
 MAX_CPUS = 1                                         # the board runs one hart (--smp > 1 is refused)
 MIN_MEMORY_MIB = 64
 MAX_MEMORY_MIB = 16 * 1024
@@ -56,14 +59,14 @@ class VmSpec(BaseModel):
     """What a user asks for: the definition of a VM."""
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="a DNS label: [a-z][a-z0-9-]{0,62}")
-    image: str = Field("default", description="a pulled image (vmkit images ls)")
-    cpus: int = Field(1, ge=1, le=64)
+    name: str = Field(..., pattern=NAME_PATTERN, description="a DNS label: [a-z][a-z0-9-]{0,62}")
+    image: str = Field("default", pattern=NAME_PATTERN, description="a pulled image (vmkit images ls)")
+    cpus: int = Field(1, ge=1, le=MAX_CPUS, description="vCPUs (the board runs one hart for now)")
     memory_mib: int = Field(512, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
     disk_gib: int = Field(4, ge=MIN_DISK_GIB, le=MAX_DISK_GIB, description="virtual size of the root disk")
     net: bool = Field(True, description="a NIC on the user-mode network")
-    hostfwd: list[str] = Field(default_factory=list, max_length=32,
-                               description="port forwards as in --net user,hostfwd=, e.g. tcp::8080-:80")
+    hostfwd: list[Annotated[str, Field(pattern=HOSTFWD_PATTERN)]] = Field(
+        default_factory=list, max_length=32, description="port forwards as in --net user,hostfwd=, e.g. tcp::8080-:80")
     restart: RestartPolicy = RestartPolicy.no
     limits: Limits = Field(default_factory=Limits)
     append: str = Field("", max_length=1024, description="extra kernel command line")
@@ -87,11 +90,11 @@ class VmUpdate(BaseModel):
     """Fields that may change while a VM is stopped."""
     model_config = ConfigDict(extra="forbid")
 
-    cpus: int | None = Field(None, ge=1, le=64)
+    cpus: int | None = Field(None, ge=1, le=MAX_CPUS)
     memory_mib: int | None = Field(None, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
     restart: RestartPolicy | None = None
     limits: Limits | None = None
-    hostfwd: list[str] | None = Field(None, max_length=32)
+    hostfwd: list[Annotated[str, Field(pattern=HOSTFWD_PATTERN)]] | None = Field(None, max_length=32)
     append: str | None = Field(None, max_length=1024)
 
 

@@ -185,7 +185,8 @@ def build_machine(cfg: WorkerConfig, console: Console):
     if cfg.net:
         net = parse_net("user" + "".join(",hostfwd=" + f for f in cfg.hostfwd), mac=cfg.mac)
     config = MachineConfig(memory=cfg.memory_mib * MiB, bios=cfg.bios, kernel=cfg.kernel, initrd=cfg.initrd,
-                           append=cfg.append, clock=cfg.clock, disks=[DiskSpec(cfg.disk, "qcow2")], net=net)
+                           append=cfg.append, clock=cfg.clock, disks=[DiskSpec(cfg.disk, "qcow2")], net=net,
+                           limits=cfg.limits)
     return Machine(config, console)
 
 

@@ -8,6 +8,7 @@ deadline (deterministic clock), budget exits poll the console and deadlines.
 """
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.hart import Hart
 from vmkit.devices.plic import Plic
+from vmkit.devices.ratelimit import make_rate_limiter
 from vmkit.devices.rtc import GoldfishRtc
 from vmkit.devices.test_finisher import TestFinisher
 from vmkit.devices.uart import Uart16550
@@ -72,6 +74,8 @@ class MachineConfig:
     dtb_out: str | None = None       # write the generated device tree here
     disks: list = field(default_factory=list)   # DiskSpec, in guest order (vda, vdb, ...)
     net: NetSpec | None = None       # the NIC (netspec.py); None or mode "none": no NIC
+    limits: object | None = None     # I/O rate limits: anything with the disk_/net_*_per_sec
+                                     # fields of hypervisor.models.Limits (0 = unlimited); None: none
 
 
 @dataclass
@@ -134,6 +138,8 @@ class Machine:
         self.images = []
         self.usernet = None
         self.net = None
+        self.disks: list[VirtioBlock] = []
+        self._make_rate_limiters()
         self._hvc_console = "console=hvc0" in config.append
         try:
             self._attach_virtio_slots()
@@ -185,6 +191,28 @@ class Machine:
             self.virtio_slots[slot] = transport
             self.bus.attach(M.virtio_mmio_base(slot), M.VIRTIO_MMIO_SIZE, transport, f"virtio-mmio{slot}")
 
+    def _make_rate_limiters(self) -> None:
+        """Firecracker's I/O rate limiters from config.limits: one shared by
+        every disk (the limit is the VM's) and one per network direction;
+        None where the rates are 0, so the devices keep their fast path."""
+        lim = self.config.limits
+
+        def rates(bytes_field: str, ops_field: str) -> tuple[float, float]:
+            return (getattr(lim, bytes_field, 0), getattr(lim, ops_field, 0)) if lim is not None else (0, 0)
+
+        disk = rates("disk_bytes_per_sec", "disk_ops_per_sec")
+        net = rates("net_bytes_per_sec", "net_packets_per_sec")
+        self.disk_limiter = make_rate_limiter(*disk, clock=self._io_clock)
+        self.net_tx_limiter = make_rate_limiter(*net, clock=self._io_clock)
+        self.net_rx_limiter = make_rate_limiter(*net, clock=self._io_clock)
+
+    def _io_clock(self) -> float:
+        """The rate limiters' seconds: host time, or guest time with the
+        deterministic clock, so throttled runs repeat exactly."""
+        if self.deterministic:
+            return self.hart.mtime / M.TIMEBASE_FREQUENCY
+        return time.monotonic()
+
     def _open_disk(self, spec, index: int):
         from vmkit.storage.errors import ImageFormatError
         from vmkit.storage.image import open_image
@@ -195,7 +223,10 @@ class Machine:
         except (ImageFormatError, OSError, ValueError) as e:
             raise MachineError(f"--disk {spec.path}: {e}") from None
         self.images.append(image)
-        return VirtioBlock(image, serial=f"vmkit-disk{index}", readonly=spec.readonly)
+        disk = VirtioBlock(image, serial=f"vmkit-disk{index}", readonly=spec.readonly,
+                           rate_limiter=self.disk_limiter)
+        self.disks.append(disk)
+        return disk
 
     def _make_nic(self) -> VirtioNet | None:
         """The virtio-net device and its user-mode network, unless --net none."""
@@ -208,7 +239,8 @@ class Machine:
         # only queues the frame: everything stays on the VM thread.
         backend = _UserNetBackend()
         try:
-            self.net = VirtioNet(backend, spec.mac)
+            self.net = VirtioNet(backend, spec.mac, tx_rate_limiter=self.net_tx_limiter,
+                                 rx_rate_limiter=self.net_rx_limiter)
         except ValueError as e:
             raise MachineError(f"--mac: {e}") from None
         from vmkit.net.forward import ForwardError
@@ -229,6 +261,21 @@ class Machine:
         self.usernet.poll(timeout)
         self.net.poll()
         return self.hart.interrupt_pending()
+
+    def _poll_io(self) -> bool:
+        """Take up rate-limited disk queues whose time has come (the NIC's
+        are taken up by _poll_net).  True when the guest now has an
+        interrupt to take."""
+        if self.disk_limiter is None:
+            return False
+        for disk in self.disks:
+            disk.poll()
+        return self.hart.interrupt_pending()
+
+    def _io_deadline(self) -> float | None:
+        """When (_io_clock seconds) the first throttled device may go on, or None."""
+        devices = (*self.disks, self.net) if self.net is not None else self.disks
+        return min((d for dev in devices if (d := dev.next_deadline()) is not None), default=None)
 
     def close(self) -> None:
         """Flush and close the disk images and the network (a clean shutdown of the host side)."""
@@ -434,6 +481,7 @@ class Machine:
                 self._idle(deadline)
             else:
                 self._poll_net()
+                self._poll_io()
             self._poll_input()
             if self.console.quit_requested:
                 return self._result("quit", 0, total_base, t0)
@@ -443,11 +491,18 @@ class Machine:
     def _idle(self, deadline) -> None:
         """The hart waits for an interrupt: skip or sleep to the next event."""
         hart = self.hart
-        if hart.interrupt_pending() or self._poll_input() or self._poll_net():
+        if hart.interrupt_pending() or self._poll_input() or self._poll_net() or self._poll_io():
             return
         self.rtc_poll()
         target = hart.next_timer_deadline()
+        # A throttled device waits for its deadline, which the polls above
+        # just left strictly in the future (ratelimit.py, SLACK).
+        io = self._io_deadline()
         if self.deterministic:
+            if io is not None:
+                # Guest time: the device's deadline is one more timer.
+                io_tick = math.ceil(io * M.TIMEBASE_FREQUENCY)
+                target = io_tick if target is None else min(target, io_tick)
             if target is not None and target > hart.mtime:
                 # Skip straight to the deadline.  While someone may still type
                 # or the network may still answer, first wait up to that long
@@ -474,6 +529,8 @@ class Machine:
                 return
             wait = IDLE_WAIT_MAX if target is None else (target - now) / M.TIMEBASE_FREQUENCY
             wait = min(wait, IDLE_WAIT_MAX)
+            if io is not None:
+                wait = min(wait, max(0.0, io - time.monotonic()))
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - time.monotonic()))
         self._wait(wait)

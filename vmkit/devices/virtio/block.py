@@ -21,6 +21,18 @@ the transport sets DEVICE_NEEDS_RESET (as QEMU does).
 Data moves between the image and guest RAM through memoryview slices of
 the RAM array (`read_into` / `write_from`): no copy.  Requests are processed
 synchronously when the driver notifies.
+
+With a `rate_limiter` (vmkit/devices/ratelimit.py) every request is one
+operation and costs the bytes of its chain but the header and the status
+byte: the data of IN and OUT (Firecracker counts those two only; a FLUSH
+costs nothing but its operation here too, GET_ID 20 bytes and a DISCARD or
+WRITE_ZEROES its 16-byte segment).  When the limiter refuses a request, it
+goes back on the available ring (`Virtqueue.undo_pop`) with everything
+after it and the device stops;
+`poll()`, which the board calls from its run loop, takes the queue up again
+once `next_deadline()` has come.  Requests are still carried out once each
+and in ring order: the guest only sees a slower disk.  A guest that kicks
+while the device waits costs one clock read.
 XXX: an I/O thread (or io_uring) would let the guest run while the host
 disk works; completions would then be pushed from the run loop.
 """
@@ -33,8 +45,9 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from vmkit.devices.device import state_int
+from vmkit.devices.ratelimit import RateLimiter
 from vmkit.devices.virtio.device import ID_BLOCK, VirtioDevice, VirtioRequestError
-from vmkit.devices.virtio.queue import Chain, gather, sub_views
+from vmkit.devices.virtio.queue import Chain, Virtqueue, gather, sub_views
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +115,13 @@ class DiskImage(Protocol):
     def flush(self) -> None: ...
 
 
+def request_bytes(chain: Chain) -> int:
+    """The bytes a request moves, for the rate limiter: everything in the
+    chain but the header and the status byte.  From the descriptor lengths
+    only: the header in guest memory is read once, by `handle`."""
+    return max(0, chain.readable_len - HEADER.size) + max(0, chain.writable_len - 1)
+
+
 class RequestFailed(Exception):
     """This request is answered with `status`; the device is fine."""
 
@@ -113,12 +133,14 @@ class RequestFailed(Exception):
 class VirtioBlock(VirtioDevice):
     """virtio-blk over `image`.  `serial` (at most 20 bytes) is what GET_ID
     returns, NUL-padded; `readonly` forces a read-only disk (the image's own
-    `readonly` does too)."""
+    `readonly` does too); `rate_limiter` (None: unlimited) throttles the
+    requests (see the module docstring)."""
 
     device_id = ID_BLOCK
     queue_sizes = (QUEUE_SIZE,)
 
-    def __init__(self, image: DiskImage, *, serial: str | bytes = b"", readonly: bool = False) -> None:
+    def __init__(self, image: DiskImage, *, serial: str | bytes = b"", readonly: bool = False,
+                 rate_limiter: RateLimiter | None = None) -> None:
         super().__init__()
         serial = serial.encode() if isinstance(serial, str) else bytes(serial)
         if len(serial) > ID_BYTES:
@@ -132,6 +154,9 @@ class VirtioBlock(VirtioDevice):
         self.flush_failed = False     # sticky: see the module docstring
         self.requests = 0
         self.errors = 0               # requests answered IOERR
+        self.rate_limiter = rate_limiter
+        # Throttled: the queue is taken up again at this time (rate_limiter.clock).
+        self._ready_at: float | None = None
 
     # --- configuration space -------------------------------------------------------------------
     def config_bytes(self) -> bytes:
@@ -148,8 +173,45 @@ class VirtioBlock(VirtioDevice):
     # --- requests -------------------------------------------------------------------------------
     def notify(self, index: int) -> None:
         q = self.queues[index]
+        if self.rate_limiter is not None:
+            self._process_limited(q)
+            return
         while (chain := q.pop()) is not None:
             q.push(chain, self.handle(chain))
+
+    def _process_limited(self, q: Virtqueue) -> None:
+        limiter = self.rate_limiter
+        if self._ready_at is not None:
+            if not limiter.due(self._ready_at):
+                return                    # still throttled: poll() takes the queue up
+            self._ready_at = None
+        while (chain := q.pop()) is not None:
+            nbytes = request_bytes(chain)
+            if not limiter.try_consume(nbytes):
+                q.undo_pop()              # it stays first on the ring
+                self._ready_at = limiter.next_ready(nbytes)
+                return
+            q.push(chain, self.handle(chain))
+
+    def poll(self) -> None:
+        """Take a throttled queue up again once the rate limiter allows
+        (called by the board from its run loop; cheap when there is nothing
+        to do)."""
+        ready_at = self._ready_at
+        if ready_at is not None and self.rate_limiter.due(ready_at):
+            # Cleared first: a device that cannot run (needs reset) must not
+            # keep a deadline in the past, or the board would never sleep.
+            self._ready_at = None
+            self._guarded(self._resume)
+
+    def _resume(self) -> None:
+        if self.active and self.queues:
+            self._process_limited(self.queues[0])
+
+    def next_deadline(self) -> float | None:
+        """When (rate_limiter.clock seconds, possibly already past) `poll()`
+        has work: the throttled queue may go on; None when not throttled."""
+        return self._ready_at
 
     def handle(self, chain: Chain) -> int:
         """Carry out one request; returns the bytes written into the chain."""
@@ -293,6 +355,18 @@ class VirtioBlock(VirtioDevice):
         except Exception as exc:  # noqa: BLE001 - a bug in the image layer is still an I/O error
             log.error("virtio-blk: image %s raised", getattr(fn, "__name__", fn), exc_info=exc)
             raise RequestFailed(S_IOERR, f"image raised {type(exc).__name__}") from exc
+
+    # --- life cycle -------------------------------------------------------------------------------------
+    def activate(self, driver_features: int, queues: list[Virtqueue]) -> None:
+        super().activate(driver_features, queues)
+        if self.rate_limiter is not None:
+            # After a restore, requests the limiter held back are on the ring
+            # and the driver will not kick for them again: look at the next poll.
+            self._ready_at = self.rate_limiter.clock()
+
+    def reset(self) -> None:
+        super().reset()
+        self._ready_at = None     # the limiter's buckets stay as they are: a reset buys no burst
 
     # --- saved state -----------------------------------------------------------------------------------
     def save(self) -> dict[str, Any]:

@@ -40,6 +40,15 @@ by the transport.  Frames the backend hands over that no driver without
 offloads can take (shorter than 14 or longer than MAX_RX_FRAME bytes) are
 refused by `deliver` (`rx_dropped_malformed`).
 
+Rate limits (vmkit/devices/ratelimit.py): `tx_rate_limiter` counts each
+transmit chain as one operation of its frame's bytes (everything after the
+virtio-net header), `rx_rate_limiter` each frame moved into the guest.  A
+transmit chain the limiter refuses goes back on the ring
+(`Virtqueue.undo_pop`) and transmitq1 waits; a refused received frame stays
+first in the backlog, and the backlog's bound is the only thing that drops
+frames (counted in `rx_dropped_full` as before).  `poll()` takes both
+directions up again once `next_deadline()` has come.
+
 A device reset drops the backlog (`rx_dropped_reset`): those frames were
 meant for the guest OS that just went away.  Frames delivered after the
 reset and before DRIVER_OK are kept.  (Linux resets the device when it
@@ -56,8 +65,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from vmkit.devices.device import DeviceStateError, guest_error, state_int
+from vmkit.devices.ratelimit import RateLimiter
 from vmkit.devices.virtio.device import VirtioDevice
-from vmkit.devices.virtio.queue import Chain, gather, scatter
+from vmkit.devices.virtio.queue import Chain, Virtqueue, gather, scatter
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +115,17 @@ class NetBackend(Protocol):
 
 
 class VirtioNet(VirtioDevice):
-    """virtio-net with MAC address `mac` (6 bytes, unicast) over `backend`."""
+    """virtio-net with MAC address `mac` (6 bytes, unicast) over `backend`;
+    `tx_rate_limiter` / `rx_rate_limiter` (None: unlimited) throttle each
+    direction (see the module docstring)."""
 
     device_id = ID_NET
     queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
     features = F_MAC | F_STATUS
 
     def __init__(self, backend: NetBackend, mac: bytes, *, rx_backlog_frames: int = RX_BACKLOG_FRAMES,
-                 rx_backlog_bytes: int = RX_BACKLOG_BYTES) -> None:
+                 rx_backlog_bytes: int = RX_BACKLOG_BYTES, tx_rate_limiter: RateLimiter | None = None,
+                 rx_rate_limiter: RateLimiter | None = None) -> None:
         super().__init__()
         mac = bytes(mac)
         if len(mac) != 6 or mac[0] & 1 or mac == bytes(6):
@@ -127,6 +140,11 @@ class VirtioNet(VirtioDevice):
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.tx_rate_limiter = tx_rate_limiter
+        self.rx_rate_limiter = rx_rate_limiter
+        # Throttled directions go on at these times (their limiter's clock).
+        self._tx_ready_at: float | None = None
+        self._rx_ready_at: float | None = None
 
     # --- configuration space ------------------------------------------------------------------
     def config_bytes(self) -> bytes:
@@ -150,10 +168,31 @@ class VirtioNet(VirtioDevice):
         return True
 
     def poll(self) -> None:
-        """Move backlogged frames into the guest's receive buffers (called by
+        """Move backlogged frames into the guest's receive buffers and take
+        a throttled transmitq1 up again once its limiter allows (called by
         the board from its run loop)."""
+        # Deadlines are cleared before the work: a device that cannot run
+        # (needs reset) must not keep one in the past, or the board would
+        # never sleep.  The work sets them again if still throttled.
         if self._backlog:
-            self._guarded(self._receive)
+            ready_at = self._rx_ready_at
+            if ready_at is None or self.rx_rate_limiter.due(ready_at):
+                self._rx_ready_at = None
+                self._guarded(self._receive)
+        ready_at = self._tx_ready_at
+        if ready_at is not None and self.tx_rate_limiter.due(ready_at):
+            self._tx_ready_at = None
+            self._guarded(self._transmit)
+
+    def next_deadline(self) -> float | None:
+        """When (limiter clock seconds, possibly already past) `poll()` has
+        throttled work to take up again; None when neither direction waits
+        for its limiter."""
+        rx = self._rx_ready_at if self._backlog else None
+        tx = self._tx_ready_at
+        if rx is None or tx is None:
+            return tx if rx is None else rx
+        return min(rx, tx)
 
     @property
     def rx_pending(self) -> int:
@@ -170,8 +209,17 @@ class VirtioNet(VirtioDevice):
     def _receive(self) -> None:
         if not self.active or len(self.queues) <= RECEIVEQ:
             return
+        limiter = self.rx_rate_limiter
+        if limiter is not None and self._rx_ready_at is not None:
+            if not limiter.due(self._rx_ready_at):
+                return
+            self._rx_ready_at = None
         q = self.queues[RECEIVEQ]
         while self._backlog and (chain := q.pop()) is not None:
+            if limiter is not None and not limiter.try_consume(len(self._backlog[0])):
+                q.undo_pop()
+                self._rx_ready_at = limiter.next_ready(len(self._backlog[0]))
+                return
             frame = self._backlog.popleft()
             self._backlog_bytes -= len(frame)
             if chain.writable_len < HDR.size + len(frame):
@@ -188,8 +236,21 @@ class VirtioNet(VirtioDevice):
             self.counters["rx_frames"] += 1
 
     def _transmit(self) -> None:
+        if not self.active or len(self.queues) <= TRANSMITQ:
+            return
+        limiter = self.tx_rate_limiter
+        if limiter is not None and self._tx_ready_at is not None:
+            if not limiter.due(self._tx_ready_at):
+                return                    # still throttled: poll() takes the queue up
+            self._tx_ready_at = None
         q = self.queues[TRANSMITQ]
         while (chain := q.pop()) is not None:
+            if limiter is not None:
+                nbytes = max(0, chain.readable_len - HDR.size)
+                if not limiter.try_consume(nbytes):
+                    q.undo_pop()          # it stays first on the ring
+                    self._tx_ready_at = limiter.next_ready(nbytes)
+                    return
             frame = self._tx_frame(chain)
             q.push(chain, 0)
             if frame is None:
@@ -227,8 +288,16 @@ class VirtioNet(VirtioDevice):
         return gather(chain.readable, HDR.size, length)
 
     # --- life cycle ---------------------------------------------------------------------------------
+    def activate(self, driver_features: int, queues: list[Virtqueue]) -> None:
+        super().activate(driver_features, queues)
+        if self.tx_rate_limiter is not None:
+            # After a restore, frames the limiter held back are on transmitq1
+            # and the driver will not kick for them again: look at the next poll.
+            self._tx_ready_at = self.tx_rate_limiter.clock()
+
     def reset(self) -> None:
         super().reset()
+        self._tx_ready_at = self._rx_ready_at = None   # the buckets stay: a reset buys no burst
         self.counters["rx_dropped_reset"] += len(self._backlog)
         self._backlog.clear()
         self._backlog_bytes = 0

@@ -251,6 +251,17 @@ class Virtqueue:
             self._set_avail_event()
         return chain
 
+    def undo_pop(self) -> None:
+        """Give back, unused, the chain the last `pop` returned: the next
+        `pop` returns it again, read afresh from the ring.  For a device that
+        must wait before taking a request it has looked at (a rate limiter:
+        vmkit/devices/ratelimit.py); Firecracker's Queue::undo_pop.  Only
+        right after a `pop` that returned a chain, before anything is pushed."""
+        self.last_avail_idx = (self.last_avail_idx - 1) & 0xFFFF
+        self.in_flight = max(0, self.in_flight - 1)
+        if self.event_idx:
+            self._set_avail_event()
+
     def _walk(self, head: int) -> Chain:
         ram, mem, num, q = self.ram, self.ram.mem, self.num, self.index
         readable: list[memoryview] = []
