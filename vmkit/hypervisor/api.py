@@ -219,8 +219,8 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
             writer.close()
             try:
                 await ws.close()
-            except RuntimeError:
-                pass
+            except (RuntimeError, WebSocketDisconnect):
+                pass                    # the client went first
 
     @app.get("/v1/events", response_model=list[Event], tags=["events"])
     async def events(since: int = Query(0, ge=0, le=2**62, description="only events after this id"),

@@ -149,6 +149,8 @@ class WorkerConfig(BaseModel):
     hostfwd: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     clock: str = "host"
+    uid: int | None = None                  # run as this uid/gid (sandbox.py) when started as root
+    gid: int | None = None
 
 
 class ApiError(BaseModel):

@@ -31,6 +31,7 @@ from vmkit.hypervisor import pacer
 from vmkit.hypervisor.capacity import Capacity
 from vmkit.hypervisor.models import RestartPolicy, VmInfo, VmSpec, VmState, VmUpdate
 from vmkit.hypervisor.registry import Conflict, NotFound, Registry
+from vmkit.hypervisor.sandbox import vm_uid
 from vmkit.hypervisor.vmdir import VmDir, worker_config
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ def control(vmdir: VmDir, request: dict, timeout: float = CONTROL_TIMEOUT) -> di
     if not reply.get("ok"):
         raise SupervisorError(f"vm {vmdir.name!r}: {reply.get('error', 'request refused')}")
     return reply
+
+
+def _chown_tree(path: Path, uid: int) -> None:
+    os.chown(path, uid, uid, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            os.chown(os.path.join(root, n), uid, uid, follow_symlinks=False)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -198,7 +206,14 @@ class Supervisor:
     def _spawn(self, info: VmInfo, restarts: int | None = None) -> VmInfo:
         name = info.spec.name
         vmdir = self.vmdir(name)
-        vmdir.write_config(worker_config(info.spec, vmdir, self.image_dir(info.spec.image)))
+        config = worker_config(info.spec, vmdir, self.image_dir(info.spec.image))
+        if os.geteuid() == 0:
+            # Each VM runs as a uid of its own that owns its directory and nothing else.
+            taken = {vm_uid(i.spec.name, set()) for i in self.registry.list() if i.spec.name != name}
+            uid = vm_uid(name, taken)
+            config = config.model_copy(update={"uid": uid, "gid": uid})
+            _chown_tree(vmdir.path, uid)
+        vmdir.write_config(config)
         vmdir.clear_runtime()
         with open(vmdir.path / "worker.log", "ab") as err:
             proc = subprocess.Popen([self.python, "-m", "vmkit.hypervisor.worker", str(vmdir.path)],

@@ -593,9 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     from vmkit.machine.board import MachineError
     from vmkit.machine.loader import LoadError
     from vmkit.machine.netspec import NetSpecError
+    from vmkit.hypervisor.sandbox import SandboxError, harden
     try:
-        worker = Worker(load_config(vm_dir))
-    except (WorkerError, MachineError, LoadError, NetSpecError) as e:
+        cfg = load_config(vm_dir)
+        worker = Worker(cfg)
+        # Everything the VM needs is open: give up what it does not (sandbox.py).
+        log.info("%s: sandbox: %s", cfg.name, ", ".join(harden(cfg.uid, cfg.gid)))
+    except (WorkerError, MachineError, LoadError, NetSpecError, SandboxError) as e:
         return _fail_to_start(str(e))
     except OSError as e:
         return _fail_to_start(f"{e.filename or ''}: {e.strerror}" if e.strerror else str(e))

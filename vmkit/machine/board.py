@@ -139,6 +139,7 @@ class Machine:
         self.usernet = None
         self.net = None
         self.disks: list[VirtioBlock] = []
+        self._boot_fds: dict[str, int] = {}
         self._make_rate_limiters()
         self._hvc_console = "console=hvc0" in config.append
         try:
@@ -290,6 +291,9 @@ class Machine:
             except Exception:  # noqa: BLE001 - report, keep closing the others
                 log.exception("closing a disk image failed")
         self.images = []
+        for fd in self._boot_fds.values():
+            os.close(fd)
+        self._boot_fds = {}
 
     def _wall_clock_ns(self) -> int:
         if self.deterministic:
@@ -325,7 +329,7 @@ class Machine:
         else:
             if not cfg.bios:
                 raise MachineError("no firmware: pass --bios PATH (OpenSBI fw_dynamic) or --bios none")
-            data = read_file(cfg.bios, "firmware")
+            data = self._read_boot_file(cfg.bios, "firmware")
             if is_elf(data):
                 start, _ = load_elf(data, self.mem, f"firmware {cfg.bios}")
             else:
@@ -335,7 +339,7 @@ class Machine:
                 kernel_entry, kernel_end = self._load_kernel(cfg.kernel, KERNEL_LOAD_ADDR)
         initrd = None
         if cfg.initrd:
-            data = read_file(cfg.initrd, "initrd")
+            data = self._read_boot_file(cfg.initrd, "initrd")
             # QEMU (hw/riscv/boot.c): far enough above the kernel that its
             # decompression cannot clobber it.
             base = (kernel_entry if kernel_entry is not None else KERNEL_LOAD_ADDR)
@@ -367,8 +371,33 @@ class Machine:
         self.hart.pc = start
         self.fdt_addr = fdt_addr
 
+    def _read_boot_file(self, path: str, what: str) -> bytes:
+        """Firmware, kernel or initrd, read through a descriptor kept open from
+        the first boot: a reboot reads them again after the hypervisor's
+        worker has dropped the privileges that opened them (sandbox.py)."""
+        fd = self._boot_fds.get(path)
+        if fd is None:
+            data = read_file(path, what)
+            try:
+                self._boot_fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass                    # read once; a reboot will try the path again
+            return data
+        size = os.fstat(fd).st_size
+        chunks, offset = [], 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        data = b"".join(chunks)
+        if not data:
+            raise LoadError(f"{what} {path}: file is empty")
+        return data
+
     def _load_kernel(self, path: str, raw_addr: int) -> tuple[int, int]:
-        data = read_file(path, "kernel")
+        data = self._read_boot_file(path, "kernel")
         if is_elf(data):
             return load_elf(data, self.mem, f"kernel {path}")
         if raw_addr != M.RAM_BASE:

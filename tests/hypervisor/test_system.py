@@ -1,0 +1,188 @@
+"""vmkitd end to end, the way a user drives it: the daemon started from the
+CLI, VMs launched with `vmkit launch`, consoles over the API's WebSocket,
+a worker killed with SIGKILL, the daemon restarted, a VM over capacity
+refused, and CPU weights honoured. Real guests (the default image); the
+console of a VM that fails a check is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+PROMPT = b"vmkit:/# "
+
+
+@pytest.fixture(scope="module")
+def image():
+    from vmkit.images import pull
+    pull(progress=False)
+
+
+class Daemon:
+    def __init__(self, state: Path, *args: str) -> None:
+        self.state = state
+        self.sock = state / "vmkitd.sock"
+        self.env = {**os.environ, "VMKIT_SOCKET": str(self.sock)}
+        self.args = args
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.state.parent / "vmkitd.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "vmkit", "daemon", "--state-dir", str(self.state),
+                                      *self.args], env=self.env, stdout=self.log, stderr=self.log)
+        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://vmkitd",
+                                 timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, (self.state.parent / "vmkitd.log").read_text()
+            assert time.monotonic() < deadline, "vmkitd did not start"
+            try:
+                if self.http.get("/v1/host").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vmkit", *args], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+
+    def vm(self, name: str) -> dict:
+        return self.http.get(f"/v1/vms/{name}").json()
+
+    def wait_state(self, name: str, state: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while (vm := self.vm(name))["state"] != state:
+            assert time.monotonic() < deadline, f"{name} is {vm['state']}, not {state}:\n{self.log_of(name)}"
+            time.sleep(0.25)
+        return vm
+
+    def log_of(self, name: str) -> str:
+        return self.http.get(f"/v1/vms/{name}/log", params={"tail": 4000}).text
+
+    def console_command(self, name: str, command: str, expect: str, timeout: float = 240) -> None:
+        """Wait for the shell prompt on the VM's console, run command, expect its output."""
+        from websockets.sync.client import unix_connect
+        with unix_connect(str(self.sock), f"ws://vmkitd/v1/vms/{name}/console") as ws:
+            deadline = time.monotonic() + timeout
+            buf = b""
+            sent = False
+            next_poke = 0.0
+            while expect.encode() not in buf.split(command.encode(), 1)[-1] or not sent:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name}: no {expect!r} on the console; got {buf[-2000:]!r}\n"
+                                f"serial log:\n{self.log_of(name)}")
+                if not sent and PROMPT in buf:
+                    ws.send(command.encode() + b"\n")
+                    sent = True
+                elif not sent and time.monotonic() > next_poke:
+                    ws.send(b"\n")                  # the prompt may have been printed before we attached
+                    next_poke = time.monotonic() + 3
+                try:
+                    buf += ws.recv(timeout=0.5)
+                except TimeoutError:
+                    pass
+
+    def cleanup(self) -> None:
+        try:
+            for vm in self.http.get("/v1/vms").json():
+                self.http.delete(f"/v1/vms/{vm['spec']['name']}", params={"force": True})
+        finally:
+            # Whatever the daemon managed: no worker of this test outlives it.
+            for pid in os.listdir("/proc"):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except (OSError, ValueError):
+                    continue
+                if b"vmkit.hypervisor.worker" in argv and str(self.state).encode() in argv:
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def test_fleet_of_eight(image, tmp_path):
+    d = Daemon(tmp_path / "state", "--memory-overcommit", "0.5")
+    names = [f"vm{i}" for i in range(8)]
+    try:
+        for name in names:
+            r = d.cli("launch", "--name", name, "--memory", "192M")
+            assert r.returncode == 0 and f"Launched: {name}" in r.stdout, r.stderr
+        listing = json.loads(d.cli("list", "--format", "json").stdout)
+        assert sorted(vm["spec"]["name"] for vm in listing) == names
+        for i, name in enumerate(names):
+            d.wait_state(name, "running")
+            d.console_command(name, f"echo answer-$(({i}*7))", f"answer-{i * 7}")
+
+        # SIGKILL one worker: it is recorded crashed; the others and the daemon carry on.
+        victim = d.vm("vm3")
+        os.kill(victim["pid"], signal.SIGKILL)
+        crashed = d.wait_state("vm3", "crashed", 30)
+        assert "killed" in crashed["reason"] or "died" in crashed["reason"], crashed
+        assert d.http.get("/v1/host").json()["running_vms"] == 7
+        for name in ("vm2", "vm4"):
+            assert d.vm(name)["state"] == "running"
+            d.console_command(name, "echo still-$((40+2))", "still-42", 60)
+        events = [e["kind"] for e in d.http.get("/v1/events").json() if e["vm"] == "vm3"]
+        assert events[-1] == "crashed", events
+
+        # A daemon restart keeps every definition and re-attaches to running workers.
+        pids = {n: d.vm(n)["pid"] for n in names if n != "vm3"}
+        d.stop()
+        d.start()
+        listing = {vm["spec"]["name"]: vm for vm in d.http.get("/v1/vms").json()}
+        assert sorted(listing) == names
+        assert listing["vm3"]["state"] == "crashed"
+        for n, pid in pids.items():
+            assert listing[n]["state"] == "running" and listing[n]["pid"] == pid, listing[n]
+        d.console_command("vm7", "echo after-restart-$((1+1))", "after-restart-2", 60)
+
+        # Over capacity (memory overcommit 0.5 of this host's RAM): refused, naming the resource.
+        r = d.cli("launch", "--name", "huge", "--memory", "16G")
+        assert r.returncode == 1 and "not enough memory" in r.stderr, r
+        assert d.http.get("/v1/vms/huge").status_code == 404
+
+        # A graceful stop powers the guest off.
+        r = d.cli("stop", "vm7")
+        assert r.returncode == 0, r.stderr
+        assert d.vm("vm7")["state"] == "stopped" and d.vm("vm7")["reason"] == "poweroff"
+    finally:
+        d.cleanup()
+        d.stop()
+
+
+def test_cpu_weights_share_one_core(image, tmp_path):
+    """Two spinning VMs with weights 1:3 on a pool of one core get guest
+    instruction throughput within 20% of 1:3."""
+    d = Daemon(tmp_path / "state", "--cores", "1")
+    try:
+        for name, weight in (("light", 100), ("heavy", 300)):
+            r = d.cli("launch", "--name", name, "--memory", "192M", "--no-net", "--cpu-weight", str(weight))
+            assert r.returncode == 0, r.stderr
+        for name in ("light", "heavy"):
+            d.wait_state(name, "running")
+            d.console_command(name, "while :; do :; done & echo spin$((1+1))", "spin2")
+        time.sleep(4)                                   # the pacer settles
+        start = {n: d.vm(n)["instructions"] for n in ("light", "heavy")}
+        time.sleep(12)
+        end = {n: d.vm(n)["instructions"] for n in ("light", "heavy")}
+        light, heavy = (end[n] - start[n] for n in ("light", "heavy"))
+        ratio = heavy / light
+        print(f"instructions in 12 s: light {light:,}, heavy {heavy:,}, ratio {ratio:.2f}")
+        assert 2.4 <= ratio <= 3.6, ratio
+    finally:
+        d.cleanup()
+        d.stop()
