@@ -186,3 +186,37 @@ def test_cpu_weights_share_one_core(image, tmp_path):
     finally:
         d.cleanup()
         d.stop()
+
+
+def _boot_seconds(d: Daemon, name: str) -> float:
+    t0 = time.monotonic()
+    r = d.cli("launch", "--name", name, "--memory", "192M", "--no-net")
+    assert r.returncode == 0, r.stderr
+    d.wait_state(name, "running")
+    d.console_command(name, "echo up$((2+3))", "up5")
+    return time.monotonic() - t0
+
+
+def test_console_flood_does_not_slow_another_boot(image, tmp_path):
+    """A VM writing to its console as fast as it can does not slow another
+    VM's boot beyond its share of the host, and its serial log stays capped."""
+    d = Daemon(tmp_path / "state")
+    try:
+        alone = _boot_seconds(d, "first")
+        d.cli("delete", "--force", "first")
+        r = d.cli("launch", "--name", "flood", "--memory", "192M", "--no-net")
+        assert r.returncode == 0, r.stderr
+        d.wait_state("flood", "running")
+        d.console_command("flood", "(while :; do cat /proc/cpuinfo /proc/interrupts; done) & echo fl$((1+1))", "fl2")
+        time.sleep(2)
+        beside = _boot_seconds(d, "second")
+        print(f"boot to a prompt: alone {alone:.1f} s, beside a console flood {beside:.1f} s")
+        assert beside <= 1.6 * alone + 3, (alone, beside)
+        vmdir = tmp_path / "state" / "vms" / "flood"
+        logged = sum(p.stat().st_size for p in vmdir.glob("serial.log*"))
+        cap = d.vm("flood")["spec"]["limits"]["console_log_bytes"]
+        assert 0 < logged <= cap, (logged, cap)
+        assert d.vm("flood")["state"] == "running"
+    finally:
+        d.cleanup()
+        d.stop()

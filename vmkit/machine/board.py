@@ -425,10 +425,16 @@ class Machine:
         self._start_ns += ns
 
     def _sync_host_clock(self) -> None:
-        """Bring mtime up to the host clock; it never goes backwards."""
+        """Bring mtime up to the host clock; it never goes backwards. If the
+        core's interpolation got ahead of the host (the guest sped up within
+        a slice), the next slice runs the guest clock at half speed so the
+        host catches up: a guest clock ahead of real time would never come back."""
         now = self._host_ticks()
         if now > self.hart.mtime:
             self.hart.mtime = now
+        elif self.hart.mtime > now:
+            st = self.hart.st
+            st[S.TICK_INSTRUCTIONS] = min(20_000, 2 * int(st[S.TICK_INSTRUCTIONS]))
 
     def _tune_interpolation(self, ticks: int, instructions: int) -> None:
         """Match the core's instructions-per-tick to the speed just measured.
@@ -437,9 +443,11 @@ class Machine:
         time in WFI does not make the guest clock race ahead.
         """
         if ticks > 0 and instructions > 0:
-            rate = max(1, min(10_000, instructions // ticks))
+            # Rounded up, so that between syncs the guest clock runs a little
+            # slow rather than fast: a sync can move it forward, never back.
+            rate = max(1, min(10_000, -(-instructions // ticks)))
             old = int(self.hart.st[S.TICK_INSTRUCTIONS])
-            self.hart.st[S.TICK_INSTRUCTIONS] = max(1, (3 * old + rate) // 4)
+            self.hart.st[S.TICK_INSTRUCTIONS] = max(1, -(-(3 * old + rate) // 4))
 
     def _service_mmio(self) -> None:
         addr, size, is_store, value = self.hart.mmio_request
