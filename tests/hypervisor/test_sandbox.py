@@ -51,3 +51,15 @@ def test_harden_drops_uid_sets_nnp_and_refuses_exec():
         pytest.skip("no libseccomp on this host: " + out)
     if root:
         assert "uid: 200123 200123 200123" in out and "root files: refused" in out, out
+
+
+def test_address_space_cap_turns_a_runaway_allocation_into_memory_error():
+    code = ("from vmkit.hypervisor.sandbox import cap_address_space\n"
+            "import resource\n"
+            "cap_address_space(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + (512 << 20))\n"
+            "try:\n"
+            "    b = bytearray(4 << 30)\n"
+            "except MemoryError:\n"
+            "    print('refused')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "refused" in r.stdout, r

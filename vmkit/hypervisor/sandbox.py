@@ -9,14 +9,17 @@ instruction:
    one VM's worker cannot open another's files;
 2. sets no-new-privileges (prctl PR_SET_NO_NEW_PRIVS), so nothing it could
    exec would gain privileges;
-3. loads a seccomp filter (through libseccomp, when the host has it) that
+3. caps its address space (RLIMIT_AS) at guest RAM plus a headroom, so a
+   leak or a hostile guest that makes the host side allocate cannot take
+   the host's memory: the worker gets MemoryError and exits, alone;
+4. loads a seccomp filter (through libseccomp, when the host has it) that
    refuses, with EPERM, the system calls a worker never needs and an
    attacker would want: exec, ptrace and cross-process memory access,
    mounts and namespaces, kernel modules, BPF, perf, keyrings, reboot and
    clock setting. A deny list rather than an allow list: CPython, numba and
    numpy use a wide and version-dependent set of calls.
 
-Each step reports what it did; a host without libseccomp gets steps 1-2.
+Each step reports what it did; a host without libseccomp gets steps 1-3.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import resource
 
 PR_SET_NO_NEW_PRIVS = 38
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_ACT_ERRNO = 0x00050000
 UID_BASE = 200_000              # per-VM uids: far above distributions' user and system ranges
 UID_SPAN = 100_000
+# Address space a worker may use beyond its guest RAM: CPython, numba's
+# compiled core, LLVM, thread stacks and malloc arenas reserve ~0.5 GiB.
+ADDRESS_SPACE_HEADROOM = 1536 << 20
 
 DENIED_SYSCALLS = (
     "execve", "execveat",
@@ -115,14 +122,24 @@ def load_seccomp_filter(denied=DENIED_SYSCALLS) -> int | None:
         lib.seccomp_release(ctx)
 
 
-def harden(uid: int | None = None, gid: int | None = None) -> list[str]:
-    """Steps 1-3 of the module docstring; returns what was done, for the log."""
+def cap_address_space(limit: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard if hard != resource.RLIM_INFINITY else limit))
+
+
+def harden(uid: int | None = None, gid: int | None = None, address_space: int | None = None) -> list[str]:
+    """The steps of the module docstring; returns what was done, for the log."""
     done = []
     if uid is not None and os.geteuid() == 0:
         drop_privileges(uid, gid if gid is not None else uid)
         done.append(f"uid/gid {uid}/{gid if gid is not None else uid}")
     set_no_new_privs()
     done.append("no-new-privs")
+    if address_space is not None:
+        cap_address_space(address_space)
+        done.append(f"address space {address_space >> 20} MiB")
     rules = load_seccomp_filter()
     done.append(f"seccomp ({rules} denied system calls)" if rules is not None else "no seccomp (no libseccomp)")
     return done

@@ -593,12 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     from vmkit.machine.board import MachineError
     from vmkit.machine.loader import LoadError
     from vmkit.machine.netspec import NetSpecError
-    from vmkit.hypervisor.sandbox import SandboxError, harden
+    from vmkit.hypervisor.sandbox import ADDRESS_SPACE_HEADROOM, SandboxError, harden
     try:
         cfg = load_config(vm_dir)
         worker = Worker(cfg)
         # Everything the VM needs is open: give up what it does not (sandbox.py).
-        log.info("%s: sandbox: %s", cfg.name, ", ".join(harden(cfg.uid, cfg.gid)))
+        limit = cfg.memory_mib * MiB + ADDRESS_SPACE_HEADROOM
+        log.info("%s: sandbox: %s", cfg.name, ", ".join(harden(cfg.uid, cfg.gid, limit)))
     except (WorkerError, MachineError, LoadError, NetSpecError, SandboxError) as e:
         return _fail_to_start(str(e))
     except OSError as e:
