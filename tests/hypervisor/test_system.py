@@ -119,7 +119,8 @@ def test_fleet_of_eight(image, tmp_path):
     names = [f"vm{i}" for i in range(8)]
     try:
         for name in names:
-            r = d.cli("launch", "--name", name, "--memory", "192M")
+            policy = ["--restart", "on-failure"] if name == "vm1" else []
+            r = d.cli("launch", "--name", name, "--memory", "192M", *policy)
             assert r.returncode == 0 and f"Launched: {name}" in r.stdout, r.stderr
         listing = json.loads(d.cli("list", "--format", "json").stdout)
         assert sorted(vm["spec"]["name"] for vm in listing) == names
@@ -149,6 +150,15 @@ def test_fleet_of_eight(image, tmp_path):
         for n, pid in pids.items():
             assert listing[n]["state"] == "running" and listing[n]["pid"] == pid, listing[n]
         d.console_command("vm7", "echo after-restart-$((1+1))", "after-restart-2", 60)
+
+        # A VM with --restart on-failure comes back after its worker is killed.
+        os.kill(d.vm("vm1")["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (vm := d.vm("vm1"))["restarts"] < 1 or vm["state"] not in ("starting", "running"):
+            assert time.monotonic() < deadline, vm
+            time.sleep(0.25)
+        d.wait_state("vm1", "running")
+        d.console_command("vm1", "echo back-$((3*3))", "back-9")
 
         # Over capacity (memory overcommit 0.5 of this host's RAM): refused, naming the resource.
         r = d.cli("launch", "--name", "huge", "--memory", "16G")

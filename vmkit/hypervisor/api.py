@@ -83,12 +83,8 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
         return _error(409, "capacity", str(e))
 
     @app.exception_handler(RequestValidationError)
+    @app.exception_handler(ValidationError)      # a change that makes a VmSpec invalid
     async def _invalid(_r, e):
-        return _error(422, "invalid", "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-                                                for err in e.errors()))
-
-    @app.exception_handler(ValidationError)
-    async def _invalid_model(_r, e):
         return _error(422, "invalid", "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
                                                 for err in e.errors()))
 
