@@ -140,6 +140,7 @@ class Machine:
         self.net = None
         self.disks: list[VirtioBlock] = []
         self._boot_fds: dict[str, int] = {}
+        self._ram_used = False          # RAM is still the fresh all-zero array
         self._make_rate_limiters()
         self._hvc_console = "console=hvc0" in config.append
         try:
@@ -307,7 +308,7 @@ class Machine:
     def boot(self) -> None:
         """Load the images and put the hart at the reset state QEMU's ROM produces."""
         cfg = self.config
-        self.ram[:] = 0
+        self._clear_ram()
         for _, _, _, dev in self.bus.devices():
             if hasattr(dev, "reset"):
                 dev.reset()
@@ -370,6 +371,26 @@ class Machine:
         self.hart.x[5] = start                            # t0 = start address
         self.hart.pc = start
         self.fdt_addr = fdt_addr
+
+    def _clear_ram(self) -> None:
+        """Zero guest RAM for a (re)boot without touching every page: a fresh
+        array is already zero and not yet resident (an idle VM should not
+        hold all its RAM), and on reboot the pages go back to the kernel
+        (madvise MADV_DONTNEED: they read as zero and cost nothing until used)."""
+        if not self._ram_used:
+            self._ram_used = True
+            return
+        import ctypes
+        page = 4096
+        addr, size = self.ram.ctypes.data, self.ram.nbytes
+        start, end = (addr + page - 1) & ~(page - 1), (addr + size) & ~(page - 1)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        if end > start and libc.madvise(start, end - start, 4) == 0:     # 4: MADV_DONTNEED
+            self.ram[:start - addr] = 0
+            self.ram[end - addr:] = 0
+        else:
+            self.ram[:] = 0
 
     def _read_boot_file(self, path: str, what: str) -> bytes:
         """Firmware, kernel or initrd, read through a descriptor kept open from
