@@ -148,6 +148,8 @@ class Supervisor:
             vmdir = self.vmdir(info.spec.name)
             if info.pid and pid_alive(info.pid) and is_worker_of(info.pid, vmdir):
                 log.info("re-attached to %s (pid %d)", info.spec.name, info.pid)
+                if info.state == VmState.stopping:      # the old daemon's deadline is gone: start anew
+                    self._stop_deadline[info.spec.name] = time.monotonic() + self.stop_timeout
                 self.registry.add_event(info.spec.name, "reattached", f"pid {info.pid}")
                 continue
             self._worker_gone(info, note=" while vmkitd was down")
