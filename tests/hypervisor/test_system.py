@@ -230,3 +230,26 @@ def test_console_flood_does_not_slow_another_boot(image, tmp_path):
     finally:
         d.cleanup()
         d.stop()
+
+
+def test_tcp_listener_needs_the_token(tmp_path):
+    """`vmkit daemon --tcp`: a request without the bearer token is refused,
+    with it served; the unix socket needs none."""
+    import socket as socketlib
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = Daemon(tmp_path / "state", "--tcp", f"127.0.0.1:{port}")
+    try:
+        token = (tmp_path / "state" / "token").read_text().strip()
+        assert (tmp_path / "state" / "token").stat().st_mode & 0o077 == 0
+        url = f"http://127.0.0.1:{port}/v1/vms"
+        r = httpx.get(url, timeout=10)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert httpx.get(url, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+        r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200 and r.json() == []
+        assert d.http.get("/v1/vms").status_code == 200
+        assert (tmp_path / "state" / "vmkitd.sock").stat().st_mode & 0o077 == 0
+    finally:
+        d.stop()

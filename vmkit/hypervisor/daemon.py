@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def serve(cfg: DaemonConfig, ready=None) -> None:
 
     state_dir = cfg.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
     (state_dir / "vms").mkdir(exist_ok=True, mode=0o700)
     lock = _lock(state_dir)
     sock_path = cfg.socket or state_dir / SOCKET_NAME
@@ -102,33 +104,39 @@ def serve(cfg: DaemonConfig, ready=None) -> None:
     supervisor = Supervisor(state_dir, registry, capacity, store.images_dir(), stop_timeout=cfg.stop_timeout)
     supervisor.start_watching()
 
-    servers = []
+    # The listening sockets are made here, not by uvicorn, so that a port in
+    # use is one clear error and the unix socket is 0600 from the start.
+    listeners = []
     try:
         sock_path.unlink(missing_ok=True)
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            unix.bind(str(sock_path))
+        finally:
+            os.umask(old)
+        listeners.append((unix, create_app(supervisor)))
     except OSError as e:
         raise DaemonError(f"{sock_path}: {e.strerror}") from None
-    old = os.umask(0o177)
-    try:
-        servers.append(uvicorn.Server(uvicorn.Config(create_app(supervisor), uds=str(sock_path),
-                                                     log_level="warning", lifespan="off")))
-        if cfg.tcp:
-            host, _, port = cfg.tcp.rpartition(":")
-            try:
-                port_no = int(port)
-            except ValueError:
-                raise DaemonError(f"--tcp {cfg.tcp!r}: use HOST:PORT") from None
-            token = _token(cfg.token_file or state_dir / "token")
-            servers.append(uvicorn.Server(uvicorn.Config(create_app(supervisor, token=token),
-                                                         host=host or "127.0.0.1", port=port_no,
-                                                         log_level="warning", lifespan="off")))
-    finally:
-        os.umask(old)
+    if cfg.tcp:
+        host, _, port = cfg.tcp.rpartition(":")
+        try:
+            port_no = int(port)
+            tcp = socket.create_server((host or "127.0.0.1", port_no), backlog=128)
+        except ValueError:
+            raise DaemonError(f"--tcp {cfg.tcp!r}: use HOST:PORT") from None
+        except OSError as e:
+            raise DaemonError(f"--tcp {cfg.tcp}: {e.strerror}") from None
+        token = _token(cfg.token_file or state_dir / "token")
+        listeners.append((tcp, create_app(supervisor, token=token)))
+    for sock, _app in listeners:
+        sock.listen(128)
+    servers = [uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")) for _s, app in listeners]
 
     async def main():
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
-        while not all(s.started for s in servers):
-            if any(t.done() for t in tasks):
-                break
+        tasks = [asyncio.create_task(server.serve(sockets=[sock]))
+                 for server, (sock, _app) in zip(servers, listeners)]
+        while not all(s.started for s in servers) and not any(t.done() for t in tasks):
             await asyncio.sleep(0.05)
         if all(s.started for s in servers):
             log.info("vmkitd listening on %s%s", sock_path, f" and tcp {cfg.tcp}" if cfg.tcp else "")
