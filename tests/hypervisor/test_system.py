@@ -139,6 +139,8 @@ def test_fleet_of_eight(image, tmp_path):
             d.console_command(name, "echo still-$((40+2))", "still-42", 60)
         events = [e["kind"] for e in d.http.get("/v1/events").json() if e["vm"] == "vm3"]
         assert events[-1] == "crashed", events
+        shown = [json.loads(line) for line in d.cli("events", "--format", "json").stdout.splitlines()]
+        assert [e["kind"] for e in shown if e["vm"] == "vm3"] == events
 
         # A daemon restart keeps every definition and re-attaches to running workers.
         pids = {n: d.vm(n)["pid"] for n in names if n != "vm3"}

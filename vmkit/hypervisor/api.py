@@ -9,6 +9,7 @@
     GET    /v1/vms/{name}/log           the serial log (?tail=BYTES)
     WS     /v1/vms/{name}/console       the console, binary frames both ways
     GET    /v1/events                   events after ?since=ID (?wait=SECONDS long-polls)
+    GET    /v1/events/stream            events as they happen, one JSON object a line
     GET    /v1/host                     host capacity and what is allocated
 
 Every error is JSON, an `ApiError`: {"error": class, "message": text}, with
@@ -24,7 +25,7 @@ import hmac
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -230,6 +231,20 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
             if batch or loop.time() >= deadline:
                 return batch
             await asyncio.sleep(0.2)
+
+    @app.get("/v1/events/stream", tags=["events"], response_class=StreamingResponse,
+             responses={200: {"description": "one Event as JSON per line, as they happen",
+                              "content": {"application/x-ndjson": {}}}})
+    async def event_stream(since: int = Query(0, ge=0, le=2**62, description="start after this event id")):
+        """Events as they happen (newline-delimited JSON), until the client goes."""
+        async def lines():
+            last = since
+            while True:
+                for ev in await asyncio.to_thread(sup.registry.events, last, 1000):
+                    last = ev.id
+                    yield ev.model_dump_json() + "\n"
+                await asyncio.sleep(0.2)
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get("/v1/host", response_model=HostCapacity, tags=["host"])
     def host():

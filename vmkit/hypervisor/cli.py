@@ -6,6 +6,7 @@
     vmkit list (ls) / info NAME         --format table|json
     vmkit console NAME                  attach; Ctrl-A x detaches
     vmkit logs NAME                     the serial log
+    vmkit events [--follow]             what happened to the VMs
 
 The daemon's socket is STATE_DIR/vmkitd.sock, or $VMKIT_SOCKET. Exit status:
 0, 1 when the daemon refuses (its message is printed), 2 on bad usage,
@@ -240,6 +241,35 @@ def register(app: typer.Typer) -> None:
              tail: int = typer.Option(64 * 1024, "--tail", help="Bytes from the end.")):
         """Print the VM's serial log."""
         sys.stdout.write(_call("GET", f"/v1/vms/{name}/log", params={"tail": tail}))
+
+    @app.command()
+    def events(follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing events as they happen."),
+               fmt: Format = FORMAT):
+        """Print the daemon's events (created, started, stopped, crashed, ...)."""
+        def show(ev: dict) -> None:
+            if fmt == Format.json:
+                print(json.dumps(ev), flush=True)
+            else:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["time"]))
+                print(f"{stamp}  {ev['vm']:<16} {ev['kind']:<16} {ev['detail']}", flush=True)
+        last = 0
+        for ev in _call("GET", "/v1/events", params={"limit": 10000}):
+            show(ev)
+            last = ev["id"]
+        if not follow:
+            return
+        from vmkit.hypervisor.client import ClientError
+        client = _client()
+        try:
+            for ev in client.stream_events(since=last):
+                show(ev)
+        except ClientError as e:
+            print(f"vmkit: error: {e}", file=sys.stderr)
+            raise typer.Exit(EXIT_NO_DAEMON)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            client.close()
 
     @app.command()
     def console(name: str = typer.Argument(..., help="VM name.")):

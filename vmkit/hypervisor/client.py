@@ -51,6 +51,17 @@ class Client:
             return r.json()
         return r.text
 
+    def stream_events(self, since: int = 0):
+        """Events from /v1/events/stream as they happen (a generator of dicts)."""
+        import json
+        try:
+            with self._http.stream("GET", "/v1/events/stream", params={"since": since}, timeout=None) as r:
+                for line in r.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.TransportError as e:
+            raise ClientError(f"lost vmkitd at {self.socket_path}: {e}", "unavailable") from None
+
     # ------------------------------------------------------------ console
 
     def console(self, name: str, stdin_fd: int = 0, stdout=None) -> None:
