@@ -152,6 +152,10 @@ def test_fleet_of_eight(image, tmp_path):
         for n, pid in pids.items():
             assert listing[n]["state"] == "running" and listing[n]["pid"] == pid, listing[n]
         d.console_command("vm7", "echo after-restart-$((1+1))", "after-restart-2", 60)
+        # The CLI's console on a terminal; detaching leaves the VM running.
+        shown = cli_console_session(d, "vm6", "echo via-cli-$((5*5))", "via-cli-25")
+        assert b"[detached]" in shown or d.vm("vm6")["state"] == "running"
+        assert d.vm("vm6")["state"] == "running"
 
         # A VM with --restart on-failure comes back after its worker is killed.
         os.kill(d.vm("vm1")["pid"], signal.SIGKILL)
@@ -174,6 +178,42 @@ def test_fleet_of_eight(image, tmp_path):
     finally:
         d.cleanup()
         d.stop()
+
+
+def cli_console_session(d: Daemon, name: str, command: str, expect: str, timeout: float = 60) -> bytes:
+    """`vmkit console NAME` on a pseudo-terminal, as a user types: run a
+    command, see its output, detach with Ctrl-A x. Returns what was shown."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(d.env)
+        os.execv(sys.executable, [sys.executable, "-m", "vmkit", "console", name])
+    seen = b""
+    deadline = time.monotonic() + timeout
+    sent = False
+    try:
+        while expect.encode() not in seen.split(command.encode(), 1)[-1] or not sent:
+            assert time.monotonic() < deadline, f"vmkit console showed {seen[-1500:]!r}"
+            if not sent and b"Ctrl-A x detaches" in seen:
+                os.write(fd, command.encode() + b"\r")
+                sent = True
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        os.write(fd, b"\x01x")                  # Ctrl-A x: detach
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, seen[-1500:]
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    return seen
 
 
 def test_cpu_weights_share_one_core(image, tmp_path):
