@@ -67,21 +67,17 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
                 return _error(401, "unauthorized", "this listener needs 'Authorization: Bearer <token>'")
             return await call_next(request)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_r, e):
-        return _error(404, "not_found", str(e))
+    def answer(status: int, kind: str):
+        async def handler(_request, e):
+            return _error(status, kind, str(e))
+        return handler
 
-    @app.exception_handler(Conflict)
-    async def _conflict(_r, e):
-        return _error(409, "conflict", str(e))
-
-    @app.exception_handler(SupervisorError)
-    async def _state(_r, e):
-        return _error(409, "conflict", str(e))
-
-    @app.exception_handler(CapacityError)
-    async def _capacity(_r, e):
-        return _error(409, "capacity", str(e))
+    # Our exceptions and what the client is told: a class and the message.
+    for exc, status, kind in ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"),
+                              (SupervisorError, 409, "conflict"), (CapacityError, 409, "capacity"),
+                              (RegistryError, 500, "internal"), (VmDirError, 500, "internal"),
+                              (OSError, 500, "internal")):
+        app.add_exception_handler(exc, answer(status, kind))
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)      # a change that makes a VmSpec invalid
@@ -94,11 +90,6 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
         kind = {404: "not_found", 405: "invalid", 401: "unauthorized"}.get(e.status_code, "invalid")
         return _error(e.status_code, kind, str(e.detail))
 
-    @app.exception_handler(RegistryError)
-    @app.exception_handler(VmDirError)
-    @app.exception_handler(OSError)
-    async def _internal(_r, e):
-        return _error(500, "internal", str(e))
 
     def info(name: str) -> VmInfo:
         vm = sup.registry.get(name)
