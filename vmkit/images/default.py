@@ -44,6 +44,7 @@ from .errors import ImageError
 from .ext4 import MKFS, find_tool, make_ext4
 from .initramfs import Initramfs
 from .kernel import kernel_image
+from .kotrim import trim_module
 from .kmod import Module, ModuleTree, modules_alias, modules_dep
 from .mirror import find_mirror
 
@@ -69,7 +70,7 @@ MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-
            "virtio_balloon", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic")
 # Bump when what build_image produces changes: an image built by an older
 # recipe is rebuilt on the next pull (cached .debs are reused).
-RECIPE = 5
+RECIPE = 6
 
 # Shown in the manifest and the report: are the drivers vmkit's virt machine
 # needs built in (y), modules (m) or absent?
@@ -438,7 +439,8 @@ def build_userland(busybox: bytes, applets: list[str], release: str, tree: Modul
     rd.add_file("etc/hosts", HOSTS.encode())
     base = f"lib/modules/{release}"
     for m in modules:
-        rd.add_file(f"{base}/{m.ko_path}", m.data)
+        # Without the assembler's local labels the guest loads them ~4x faster (kotrim.py).
+        rd.add_file(f"{base}/{m.ko_path}", trim_module(m.data))
     rd.add_file(f"{base}/modules.dep", modules_dep(modules).encode())
     rd.add_file(f"{base}/modules.alias", modules_alias(modules).encode())
     builtin = tree.root / "modules.builtin"
