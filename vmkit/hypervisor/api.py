@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vmkit.hypervisor.capacity import CapacityError
 from vmkit.hypervisor.models import ApiError, Event, HostCapacity, VmInfo, VmSpec, VmState, VmUpdate
 from vmkit.hypervisor.registry import Conflict, NotFound, RegistryError
-from vmkit.hypervisor.supervisor import Supervisor, SupervisorError
+from vmkit.hypervisor.supervisor import Supervisor, SupervisorError, socket_path
 from vmkit.hypervisor.vmdir import VmDirError
 
 ERRORS = {404: {"model": ApiError}, 409: {"model": ApiError}, 422: {"model": ApiError}}
@@ -177,7 +177,8 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
             await ws.close(code=4409, reason=f"vm {name!r} is {vm.state.value}")
             return
         try:
-            reader, writer = await asyncio.open_unix_connection(str(sup.vmdir(name).console_sock))
+            with socket_path(sup.vmdir(name).console_sock) as path:
+                reader, writer = await asyncio.open_unix_connection(path)
         except OSError as e:
             await ws.close(code=4409, reason=f"console unavailable: {e.strerror or e}"[:120])
             return

@@ -16,6 +16,7 @@ share of the host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,11 +54,25 @@ class WorkerUnavailable(SupervisorError):
     pass
 
 
+@contextlib.contextmanager
+def socket_path(path: Path):
+    """A name connect() accepts for the unix socket at path: sun_path holds
+    107 bytes, and a VM directory with a long name can be deeper than that,
+    so a long path is reached through /proc/self/fd/N of its directory."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def control(vmdir: VmDir, request: dict, timeout: float = CONTROL_TIMEOUT) -> dict:
     """One request on a worker's control socket (a JSON line each way)."""
-    path = str(vmdir.control_sock)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, socket_path(vmdir.control_sock) as path:
             s.settimeout(timeout)
             s.connect(path)
             s.sendall(json.dumps(request).encode() + b"\n")
