@@ -129,6 +129,17 @@ def _wait_state(name: str, states: tuple[str, ...], timeout: float) -> dict:
         time.sleep(0.2)
 
 
+def _wait_running(name: str, timeout: float = 180) -> dict:
+    """Wait until the VM's worker runs (the first start compiles the CPU core); a
+    worker that fails to start is an error with its reason."""
+    vm = _wait_state(name, ("running", "crashed", "stopped"), timeout)
+    if vm["state"] != "running":
+        why = vm.get("reason") or f"still {vm['state']} after {timeout:.0f} s"
+        print(f"vmkit: error: {name} did not start: {why}", file=sys.stderr)
+        raise typer.Exit(EXIT_REFUSED)
+    return vm
+
+
 def register(app: typer.Typer) -> None:
     """Add the daemon verbs to the main `vmkit` app."""
 
@@ -138,6 +149,8 @@ def register(app: typer.Typer) -> None:
             name = f"vm-{secrets.token_hex(3)}"
         vm = _call("POST", "/v1/vms", params={"start": start},
                    json=_spec(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append))
+        if start:
+            vm = _wait_running(name)
         if fmt == Format.json:
             _show_vm(vm, fmt)
         else:
@@ -177,9 +190,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def start(names: list[str] = typer.Argument(..., help="VM names.")):
-        """Start stopped VMs."""
+        """Start stopped VMs (returns once their workers run)."""
         for n in names:
             _call("POST", f"/v1/vms/{n}/start")
+        for n in names:
+            _wait_running(n)
 
     @app.command()
     def stop(names: list[str] = typer.Argument(..., help="VM names."),
