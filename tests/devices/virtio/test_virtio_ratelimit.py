@@ -299,17 +299,7 @@ class _NullImage:
 
 
 # --- virtio-net ------------------------------------------------------------------------------------------
-class FakeBackend:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-
-def frame(n: int = 60, tag: int = 0) -> bytes:
-    body = bytes((tag + i) & 0xFF for i in range(n - 14))
-    return b"\xff" * 6 + MAC + b"\x08\x00" + body
+from tests.devices.virtio.test_virtio_net import FakeBackend, frame  # noqa: E402 (the net fakes)
 
 
 def nic(clock, **kw):
