@@ -167,6 +167,55 @@ class RateLimiter:
         return self.clock() + SLACK / 2 >= deadline
 
 
+class QueueGate:
+    """One device queue's side of a `RateLimiter`: the queue stops when a
+    request is refused and goes on once the limiter says it may
+    (`ready_at`, in the limiter's clock; None while not throttled).  Each
+    throttled direction of a device has one, so the three copies of this
+    bookkeeping (disk, net transmit, net receive) are one."""
+
+    __slots__ = ("limiter", "ready_at")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self.ready_at: float | None = None
+
+    def waiting(self) -> bool:
+        """Still throttled?  A deadline that has come is cleared."""
+        if self.ready_at is None:
+            return False
+        if not self.limiter.due(self.ready_at):
+            return True
+        self.ready_at = None
+        return False
+
+    def take_due(self) -> bool:
+        """For the board's poll: True (and cleared) when a throttled queue
+        may go on now; False when it is not throttled or not yet due.
+        Cleared before the work, so a device that cannot run (needs reset)
+        keeps no deadline in the past and the board can still sleep."""
+        if self.ready_at is not None and self.limiter.due(self.ready_at):
+            self.ready_at = None
+            return True
+        return False
+
+    def admit(self, nbytes: int) -> bool:
+        """Pay for one request of `nbytes`; when refused, remember when it can go."""
+        if self.limiter.try_consume(nbytes):
+            return True
+        self.ready_at = self.limiter.next_ready(nbytes)
+        return False
+
+    def recheck(self) -> None:
+        """Look at the queue on the next poll (after a restore, requests held
+        back are on the ring and the driver will not kick for them again)."""
+        self.ready_at = self.limiter.clock()
+
+    def clear(self) -> None:
+        """A device reset: no deadline (the buckets stay: a reset buys no burst)."""
+        self.ready_at = None
+
+
 def make_rate_limiter(bytes_per_sec: float = 0, ops_per_sec: float = 0, *,
                       clock: Clock = time.monotonic) -> RateLimiter | None:
     """A limiter for these rates, or None when both are 0 (unlimited), so a

@@ -45,7 +45,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from vmkit.devices.device import state_int
-from vmkit.devices.ratelimit import RateLimiter
+from vmkit.devices.ratelimit import QueueGate, RateLimiter
 from vmkit.devices.virtio.device import ID_BLOCK, VirtioDevice, VirtioRequestError
 from vmkit.devices.virtio.queue import Chain, Virtqueue, gather, sub_views
 
@@ -155,8 +155,7 @@ class VirtioBlock(VirtioDevice):
         self.requests = 0
         self.errors = 0               # requests answered IOERR
         self.rate_limiter = rate_limiter
-        # Throttled: the queue is taken up again at this time (rate_limiter.clock).
-        self._ready_at: float | None = None
+        self._gate = QueueGate(rate_limiter) if rate_limiter is not None else None
 
     # --- configuration space -------------------------------------------------------------------
     def config_bytes(self) -> bytes:
@@ -173,23 +172,19 @@ class VirtioBlock(VirtioDevice):
     # --- requests -------------------------------------------------------------------------------
     def notify(self, index: int) -> None:
         q = self.queues[index]
-        if self.rate_limiter is not None:
+        if self._gate is not None:
             self._process_limited(q)
             return
         while (chain := q.pop()) is not None:
             q.push(chain, self.handle(chain))
 
     def _process_limited(self, q: Virtqueue) -> None:
-        limiter = self.rate_limiter
-        if self._ready_at is not None:
-            if not limiter.due(self._ready_at):
-                return                    # still throttled: poll() takes the queue up
-            self._ready_at = None
+        gate = self._gate
+        if gate.waiting():
+            return                        # still throttled: poll() takes the queue up
         while (chain := q.pop()) is not None:
-            nbytes = request_bytes(chain)
-            if not limiter.try_consume(nbytes):
+            if not gate.admit(request_bytes(chain)):
                 q.undo_pop()              # it stays first on the ring
-                self._ready_at = limiter.next_ready(nbytes)
                 return
             q.push(chain, self.handle(chain))
 
@@ -197,11 +192,7 @@ class VirtioBlock(VirtioDevice):
         """Take a throttled queue up again once the rate limiter allows
         (called by the board from its run loop; cheap when there is nothing
         to do)."""
-        ready_at = self._ready_at
-        if ready_at is not None and self.rate_limiter.due(ready_at):
-            # Cleared first: a device that cannot run (needs reset) must not
-            # keep a deadline in the past, or the board would never sleep.
-            self._ready_at = None
+        if self._gate is not None and self._gate.take_due():
             self._guarded(self._resume)
 
     def _resume(self) -> None:
@@ -211,7 +202,7 @@ class VirtioBlock(VirtioDevice):
     def next_deadline(self) -> float | None:
         """When (rate_limiter.clock seconds, possibly already past) `poll()`
         has work: the throttled queue may go on; None when not throttled."""
-        return self._ready_at
+        return self._gate.ready_at if self._gate is not None else None
 
     def handle(self, chain: Chain) -> int:
         """Carry out one request; returns the bytes written into the chain."""
@@ -359,14 +350,13 @@ class VirtioBlock(VirtioDevice):
     # --- life cycle -------------------------------------------------------------------------------------
     def activate(self, driver_features: int, queues: list[Virtqueue]) -> None:
         super().activate(driver_features, queues)
-        if self.rate_limiter is not None:
-            # After a restore, requests the limiter held back are on the ring
-            # and the driver will not kick for them again: look at the next poll.
-            self._ready_at = self.rate_limiter.clock()
+        if self._gate is not None:
+            self._gate.recheck()          # after a restore, held-back requests are on the ring
 
     def reset(self) -> None:
         super().reset()
-        self._ready_at = None     # the limiter's buckets stay as they are: a reset buys no burst
+        if self._gate is not None:
+            self._gate.clear()
 
     # --- saved state -----------------------------------------------------------------------------------
     def save(self) -> dict[str, Any]:

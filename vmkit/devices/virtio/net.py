@@ -65,7 +65,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from vmkit.devices.device import DeviceStateError, guest_error, state_int
-from vmkit.devices.ratelimit import RateLimiter
+from vmkit.devices.ratelimit import QueueGate, RateLimiter
 from vmkit.devices.virtio.device import VirtioDevice
 from vmkit.devices.virtio.queue import Chain, Virtqueue, gather, scatter
 
@@ -142,9 +142,8 @@ class VirtioNet(VirtioDevice):
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.tx_rate_limiter = tx_rate_limiter
         self.rx_rate_limiter = rx_rate_limiter
-        # Throttled directions go on at these times (their limiter's clock).
-        self._tx_ready_at: float | None = None
-        self._rx_ready_at: float | None = None
+        self._tx_gate = QueueGate(tx_rate_limiter) if tx_rate_limiter is not None else None
+        self._rx_gate = QueueGate(rx_rate_limiter) if rx_rate_limiter is not None else None
 
     # --- configuration space ------------------------------------------------------------------
     def config_bytes(self) -> bytes:
@@ -171,25 +170,19 @@ class VirtioNet(VirtioDevice):
         """Move backlogged frames into the guest's receive buffers and take
         a throttled transmitq1 up again once its limiter allows (called by
         the board from its run loop)."""
-        # Deadlines are cleared before the work: a device that cannot run
-        # (needs reset) must not keep one in the past, or the board would
-        # never sleep.  The work sets them again if still throttled.
-        if self._backlog:
-            ready_at = self._rx_ready_at
-            if ready_at is None or self.rx_rate_limiter.due(ready_at):
-                self._rx_ready_at = None
-                self._guarded(self._receive)
-        ready_at = self._tx_ready_at
-        if ready_at is not None and self.tx_rate_limiter.due(ready_at):
-            self._tx_ready_at = None
+        # Deadlines are cleared before the work (QueueGate); the work sets
+        # them again if still throttled.
+        if self._backlog and (self._rx_gate is None or not self._rx_gate.waiting()):
+            self._guarded(self._receive)
+        if self._tx_gate is not None and self._tx_gate.take_due():
             self._guarded(self._transmit)
 
     def next_deadline(self) -> float | None:
         """When (limiter clock seconds, possibly already past) `poll()` has
         throttled work to take up again; None when neither direction waits
         for its limiter."""
-        rx = self._rx_ready_at if self._backlog else None
-        tx = self._tx_ready_at
+        rx = self._rx_gate.ready_at if self._backlog and self._rx_gate is not None else None
+        tx = self._tx_gate.ready_at if self._tx_gate is not None else None
         if rx is None or tx is None:
             return tx if rx is None else rx
         return min(rx, tx)
@@ -209,16 +202,13 @@ class VirtioNet(VirtioDevice):
     def _receive(self) -> None:
         if not self.active or len(self.queues) <= RECEIVEQ:
             return
-        limiter = self.rx_rate_limiter
-        if limiter is not None and self._rx_ready_at is not None:
-            if not limiter.due(self._rx_ready_at):
-                return
-            self._rx_ready_at = None
+        gate = self._rx_gate
+        if gate is not None and gate.waiting():
+            return
         q = self.queues[RECEIVEQ]
         while self._backlog and (chain := q.pop()) is not None:
-            if limiter is not None and not limiter.try_consume(len(self._backlog[0])):
-                q.undo_pop()
-                self._rx_ready_at = limiter.next_ready(len(self._backlog[0]))
+            if gate is not None and not gate.admit(len(self._backlog[0])):
+                q.undo_pop()              # the frame stays first in the backlog
                 return
             frame = self._backlog.popleft()
             self._backlog_bytes -= len(frame)
@@ -238,19 +228,14 @@ class VirtioNet(VirtioDevice):
     def _transmit(self) -> None:
         if not self.active or len(self.queues) <= TRANSMITQ:
             return
-        limiter = self.tx_rate_limiter
-        if limiter is not None and self._tx_ready_at is not None:
-            if not limiter.due(self._tx_ready_at):
-                return                    # still throttled: poll() takes the queue up
-            self._tx_ready_at = None
+        gate = self._tx_gate
+        if gate is not None and gate.waiting():
+            return                        # still throttled: poll() takes the queue up
         q = self.queues[TRANSMITQ]
         while (chain := q.pop()) is not None:
-            if limiter is not None:
-                nbytes = max(0, chain.readable_len - HDR.size)
-                if not limiter.try_consume(nbytes):
-                    q.undo_pop()          # it stays first on the ring
-                    self._tx_ready_at = limiter.next_ready(nbytes)
-                    return
+            if gate is not None and not gate.admit(max(0, chain.readable_len - HDR.size)):
+                q.undo_pop()              # it stays first on the ring
+                return
             frame = self._tx_frame(chain)
             q.push(chain, 0)
             if frame is None:
@@ -290,14 +275,14 @@ class VirtioNet(VirtioDevice):
     # --- life cycle ---------------------------------------------------------------------------------
     def activate(self, driver_features: int, queues: list[Virtqueue]) -> None:
         super().activate(driver_features, queues)
-        if self.tx_rate_limiter is not None:
-            # After a restore, frames the limiter held back are on transmitq1
-            # and the driver will not kick for them again: look at the next poll.
-            self._tx_ready_at = self.tx_rate_limiter.clock()
+        if self._tx_gate is not None:
+            self._tx_gate.recheck()       # after a restore, held-back frames are on transmitq1
 
     def reset(self) -> None:
         super().reset()
-        self._tx_ready_at = self._rx_ready_at = None   # the buckets stay: a reset buys no burst
+        for gate in (self._tx_gate, self._rx_gate):
+            if gate is not None:
+                gate.clear()
         self.counters["rx_dropped_reset"] += len(self._backlog)
         self._backlog.clear()
         self._backlog_bytes = 0
