@@ -92,8 +92,11 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
 
 
     def info(name: str) -> VmInfo:
-        vm = sup.registry.get(name)
-        status = sup.status(name) if vm.state != VmState.stopped else None
+        return with_figures(sup.registry.get(name))
+
+    def with_figures(vm: VmInfo) -> VmInfo:
+        """The VM with its worker's last figures (from the pacer's status reads)."""
+        status = sup.status(vm.spec.name) if vm.state != VmState.stopped else None
         if status:
             vm = vm.model_copy(update={"instructions": status.get("instructions"),
                                        "cpu_seconds": status.get("cpu_seconds"),
@@ -102,7 +105,7 @@ def create_app(supervisor: Supervisor, token: str | None = None) -> FastAPI:
 
     @app.get("/v1/vms", response_model=list[VmInfo], tags=["vms"])
     def list_vms():
-        return [info(vm.spec.name) for vm in sup.registry.list()]
+        return [with_figures(vm) for vm in sup.registry.list()]
 
     @app.post("/v1/vms", response_model=VmInfo, status_code=201, responses=ERRORS, tags=["vms"])
     def create_vm(spec: VmSpec, start: bool = Query(False, description="start it at once")):

@@ -216,9 +216,12 @@ class Supervisor:
             info = self.registry.get(name)
             if info.state in LIVE:
                 raise SupervisorError(f"vm {name!r} is already {info.state.value}")
-            running = [i.spec for i in self.registry.list() if i.state in LIVE and i.spec.name != name]
-            self.capacity.check_start(info.spec, running)
+            self._admit(info.spec)
             return self._spawn(info)
+
+    def _admit(self, spec: VmSpec) -> None:
+        """Raise CapacityError unless spec fits beside the other live VMs."""
+        self.capacity.check_start(spec, [s for s in self.running_specs() if s.name != spec.name])
 
     def _spawn(self, info: VmInfo, restarts: int | None = None) -> VmInfo:
         name = info.spec.name
@@ -398,9 +401,8 @@ class Supervisor:
     def _restart(self, info: VmInfo) -> None:
         name = info.spec.name
         self._restart_at.pop(name, None)
-        running = [i.spec for i in self.registry.list() if i.state in LIVE and i.spec.name != name]
         try:
-            self.capacity.check_start(info.spec, running)
+            self._admit(info.spec)
         except Exception as e:  # noqa: BLE001 - recorded, tried again later
             self.registry.add_event(name, "restart-refused", str(e))
             self._restart_at[name] = time.monotonic() + RESTART_BACKOFF[-1]
