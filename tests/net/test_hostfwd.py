@@ -218,3 +218,21 @@ def test_hostfwd_rules_parse_like_qemu():
     spec = parse_net("user,hostfwd=tcp::2222-:22,hostfwd=udp:0.0.0.0:5353-10.0.2.15:53,hostfwd=:127.0.0.1:8080-:80")
     assert spec.forwards == (HostForward("tcp", "127.0.0.1", 2222, 22), HostForward("udp", "0.0.0.0", 5353, 53),
                              HostForward("tcp", "127.0.0.1", 8080, 80))
+
+
+def test_udp_forward_larger_than_the_mtu_arrives_in_fragments(forwarded):
+    from vmkit.net.fragments import Reassembler
+    net, out, (port,) = forwarded(fwd("udp", guest_port=5300))
+    payload = os.urandom(4000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.sendto(payload, ("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while len(out) < 3:
+            assert time.monotonic() < deadline, dict(net.counters)
+            net.poll(0.02)
+    reassembler, whole = Reassembler(), None
+    for f in out:
+        whole = reassembler.add(parse_ipv4(parse_ethernet(f).payload)) or whole
+    assert len(out) == 3 and whole is not None
+    ipv4 = parse_ipv4(whole)
+    assert ipv4.src == GATEWAY_IP and parse_udp(ipv4).payload == payload

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from vmkit.net import dhcp, dns, fragments, tcp as tcp_relay
 from vmkit.net.forward import ACCEPT_BURST, HostForward, Listener, open_listeners
 from vmkit.net.packets import (
-    ARP_OP_REPLY, ARP_OP_REQUEST, ETH_BROADCAST, ETH_MTU, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
-    ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN_MIN, UDP_HLEN, MalformedFrame,
-    build_arp, build_ethernet, build_icmp, build_ipv4, build_ipv4_udp_frame, build_udp, parse_arp, parse_ethernet,
+    ARP_OP_REPLY, ARP_OP_REQUEST, ETH_BROADCAST, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MalformedFrame,
+    build_arp, build_ethernet, build_icmp, build_ipv4_udp_frame, build_udp, parse_arp, parse_ethernet,
     parse_icmp, parse_ipv4, parse_tcp, parse_udp,
 )
 
@@ -67,7 +67,6 @@ def virtual_mac(ip: bytes) -> bytes:
 GATEWAY_MAC = virtual_mac(GATEWAY_IP)
 VIRTUAL_HOSTS = {GATEWAY_IP: GATEWAY_MAC, DNS_IP: virtual_mac(DNS_IP)}
 
-UDP_PAYLOAD_MAX = ETH_MTU - IPV4_HLEN_MIN - UDP_HLEN
 MAX_UDP_FLOWS = 64              # per VM: host sockets held open for guest UDP
 UDP_IDLE_TIMEOUT = 60.0         # seconds without traffic either way before a flow is closed
 REAP_INTERVAL = 1.0
@@ -357,16 +356,11 @@ class UserNet:
             if self.guest_mac is None:
                 self._drop("forward_no_guest")
                 continue
-            if len(payload) > UDP_PAYLOAD_MAX:
-                self._drop("udp_reply_too_big")     # XXX: needs IP fragmentation toward the guest
-                continue
             port = listener.udp_port_for(peer, self._clock())
             if port is None:
                 self._drop("forward_no_port")
                 continue
-            self._send(build_ipv4_udp_frame(self.guest_mac, GATEWAY_MAC, GATEWAY_IP, GUEST_IP, port,
-                                            listener.rule.guest_port, payload, ident=self._next_ident()))
-            sent += 1
+            sent += self._udp_to_guest(self.guest_mac, GATEWAY_IP, port, listener.rule.guest_port, payload)
         return sent
 
     def _udp_forward_reply(self, udp) -> bool:
@@ -529,12 +523,17 @@ class UserNet:
                 self._drop("udp_recv_error")
                 break
             flow.last_used = self._clock()
-            udp = build_udp(flow.remote_ip, GUEST_IP, flow.remote_port, flow.guest_port, payload)
-            for packet in fragments.build_ipv4_fragments(flow.remote_ip, GUEST_IP, IPPROTO_UDP, udp,
-                                                         ident=self._next_ident()):
-                self._send(build_ethernet(flow.guest_mac, GATEWAY_MAC, ETH_P_IP, packet))
-                sent += 1
+            sent += self._udp_to_guest(flow.guest_mac, flow.remote_ip, flow.remote_port, flow.guest_port, payload)
         return sent
+
+    def _udp_to_guest(self, guest_mac: bytes, src_ip: bytes, sport: int, dport: int, payload: bytes) -> int:
+        """One datagram from a host socket to the guest, in IP fragments when
+        it is larger than the link's MTU; returns the frames sent."""
+        udp = build_udp(src_ip, GUEST_IP, sport, dport, payload)
+        packets = fragments.build_ipv4_fragments(src_ip, GUEST_IP, IPPROTO_UDP, udp, ident=self._next_ident())
+        for packet in packets:
+            self._send(build_ethernet(guest_mac, GATEWAY_MAC, ETH_P_IP, packet))
+        return len(packets)
 
     # ---------------------------------------------------------------- loop
 
