@@ -7,7 +7,7 @@ TW/TSR bits of 3.1.6.5), 4.2.1 (sfence.vma and TVM); Zicsr in ISA vol. I, 9.
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.csr import csr_access, mip_value
-from vmkit.cpu.decode import funct3, rd, rs1, rs2, funct7
+from vmkit.cpu.decode import funct3, rd, rs1, funct7
 from vmkit.cpu.jit import njit
 from vmkit.cpu.memory import raise_exception
 from vmkit.cpu.mmu import tlb_flush, tlb_flush_page
