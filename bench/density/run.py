@@ -40,7 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-PROMPT = b"vmkit:/# "
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.hypervisor.vmkitd import PROMPT, Vmkitd, kill_named  # noqa: E402
 BOOT_TIMEOUT = 900.0
 MiB = 1 << 20
 
@@ -93,44 +95,16 @@ def memory_figures(pid: int, guest_bytes: int) -> dict:
 
 # --- vmkit -----------------------------------------------------------------------------
 
-class Vmkitd:
-    """vmkitd in a temporary state directory (as tests/hypervisor/test_system.py starts it)."""
+class BenchVmkitd(Vmkitd):
+    """vmkitd in a temporary state directory (tests/hypervisor/vmkitd.py), plus
+    concurrent launches and the time each console first shows the prompt."""
 
     def __init__(self, state: Path) -> None:
-        import httpx
-        self.state = state
-        self.sock = state / "vmkitd.sock"
-        self.env = {**os.environ, "VMKIT_SOCKET": str(self.sock)}
-        self.log = open(state.parent / "vmkitd.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vmkit", "daemon", "--state-dir", str(state)],
-                                     env=self.env, stdout=self.log, stderr=self.log)
-        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://vmkitd",
-                                 timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("vmkitd exited:\n" + (state.parent / "vmkitd.log").read_text()[-3000:])
-            if time.monotonic() > deadline:
-                raise RuntimeError("vmkitd did not answer in 60 s")
-            try:
-                if self.http.get("/v1/host").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        super().__init__(state, start_timeout=60)
 
     def launch(self, name: str, memory: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "vmkit", "launch", "--name", name, "--memory", memory],
                                 env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def vm(self, name: str) -> dict:
-        return self.http.get(f"/v1/vms/{name}").json()
-
-    def log_of(self, name: str, tail: int = 3000) -> str:
-        try:
-            return self.http.get(f"/v1/vms/{name}/log", params={"tail": tail}).text
-        except Exception as e:  # noqa: BLE001 - only for an error message
-            return f"(no log: {e})"
 
     def wait_prompt(self, name: str, deadline: float) -> float:
         """Monotonic time at which `name`'s console first showed the prompt."""
@@ -167,44 +141,19 @@ class Vmkitd:
         finally:
             http.close()
 
-    def cleanup(self) -> None:
+    def close(self) -> None:
         """Delete every VM, stop the daemon, and kill whatever still names the state directory."""
         try:
-            for vm in self.http.get("/v1/vms", timeout=10).json():
-                self.http.delete(f"/v1/vms/{vm['spec']['name']}", params={"force": True}, timeout=30)
-        except Exception as e:  # noqa: BLE001 - the kill below still runs
+            self.cleanup()
+        except Exception as e:  # noqa: BLE001 - the rest still runs
             print(f"density: deleting the VMs: {e}", file=sys.stderr)
         finally:
-            self.http.close()
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.log.close()
+            self.stop()
             kill_named(str(self.state))
 
 
-def kill_named(text: str) -> None:
-    """SIGKILL every process whose command line contains `text`."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in argv:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def run_vmkit(tmp: Path, n: int, memory: str, guest_bytes: int, settle: float) -> dict:
-    d = Vmkitd(tmp / "state")
+    d = BenchVmkitd(tmp / "state")
     names = [f"dens{i}" for i in range(n)]
     try:
         t0 = time.monotonic()
@@ -238,7 +187,7 @@ def run_vmkit(tmp: Path, n: int, memory: str, guest_bytes: int, settle: float) -
         figures = [memory_figures(d.vm(name)["pid"], guest_bytes) for name in names]
         return {"wall": times[-1], "first": times[0], "mem": figures, "daemon_rss": vm_rss(d.proc.pid)}
     finally:
-        d.cleanup()
+        d.close()
 
 
 # --- QEMU ------------------------------------------------------------------------------

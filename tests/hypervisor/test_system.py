@@ -9,109 +9,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.hypervisor.vmkitd import Vmkitd as Daemon
+
 pytestmark = pytest.mark.slow
-PROMPT = b"vmkit:/# "
 
 
 @pytest.fixture(scope="module")
 def image():
     from vmkit.images import pull
     pull(progress=False)
-
-
-class Daemon:
-    def __init__(self, state: Path, *args: str) -> None:
-        self.state = state
-        self.sock = state / "vmkitd.sock"
-        self.env = {**os.environ, "VMKIT_SOCKET": str(self.sock)}
-        self.args = args
-        self.proc = None
-        self.start()
-
-    def start(self) -> None:
-        self.log = open(self.state.parent / "vmkitd.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vmkit", "daemon", "--state-dir", str(self.state),
-                                      *self.args], env=self.env, stdout=self.log, stderr=self.log)
-        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://vmkitd",
-                                 timeout=30)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, (self.state.parent / "vmkitd.log").read_text()
-            assert time.monotonic() < deadline, "vmkitd did not start"
-            try:
-                if self.http.get("/v1/host").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        self.log.close()
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "vmkit", *args], env=self.env, capture_output=True,
-                              text=True, timeout=120)
-
-    def vm(self, name: str) -> dict:
-        return self.http.get(f"/v1/vms/{name}").json()
-
-    def wait_state(self, name: str, state: str, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        while (vm := self.vm(name))["state"] != state:
-            assert time.monotonic() < deadline, f"{name} is {vm['state']}, not {state}:\n{self.log_of(name)}"
-            time.sleep(0.25)
-        return vm
-
-    def log_of(self, name: str) -> str:
-        return self.http.get(f"/v1/vms/{name}/log", params={"tail": 4000}).text
-
-    def console_command(self, name: str, command: str, expect: str, timeout: float = 240) -> None:
-        """Wait for the shell prompt on the VM's console, run command, expect its output."""
-        from websockets.sync.client import unix_connect
-        with unix_connect(str(self.sock), f"ws://vmkitd/v1/vms/{name}/console") as ws:
-            deadline = time.monotonic() + timeout
-            buf = b""
-            sent = False
-            next_poke = 0.0
-            while expect.encode() not in buf.split(command.encode(), 1)[-1] or not sent:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{name}: no {expect!r} on the console; got {buf[-2000:]!r}\n"
-                                f"serial log:\n{self.log_of(name)}")
-                if not sent and PROMPT in buf:
-                    ws.send(command.encode() + b"\n")
-                    sent = True
-                elif not sent and time.monotonic() > next_poke:
-                    ws.send(b"\n")                  # the prompt may have been printed before we attached
-                    next_poke = time.monotonic() + 3
-                try:
-                    buf += ws.recv(timeout=0.5)
-                except TimeoutError:
-                    pass
-
-    def cleanup(self) -> None:
-        try:
-            for vm in self.http.get("/v1/vms").json():
-                self.http.delete(f"/v1/vms/{vm['spec']['name']}", params={"force": True})
-        finally:
-            # Whatever the daemon managed: no worker of this test outlives it.
-            for pid in os.listdir("/proc"):
-                try:
-                    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except (OSError, ValueError):
-                    continue
-                if b"vmkit.hypervisor.worker" in argv and str(self.state).encode() in argv:
-                    os.kill(int(pid), signal.SIGKILL)
 
 
 def test_fleet_of_eight(image, tmp_path):
