@@ -42,9 +42,8 @@ def blk(image, **kw):
     return drv
 
 
-def request(drv, rtype, sector=0, out=b"", in_len=0, split_header=False, indirect=False):
-    """Post one request; returns (status, data read, used len)."""
-    q = drv.queues[0]
+def request_buffers(drv, rtype, sector=0, out=b"", in_len=0, split_header=False):
+    """The buffers of one request in guest RAM: (descriptor list, data address or None, status address)."""
     hdr = drv.ram.buf(struct.pack("<IIQ", rtype, 0, sector))
     bufs = [(hdr, 8, False), (hdr + 8, 8, False)] if split_header else [(hdr, 16, False)]
     if out:
@@ -54,6 +53,13 @@ def request(drv, rtype, sector=0, out=b"", in_len=0, split_header=False, indirec
         bufs.append((data, in_len, True))
     status = drv.ram.buf(b"\xEE")
     bufs.append((status, 1, True))
+    return bufs, data, status
+
+
+def request(drv, rtype, sector=0, out=b"", in_len=0, split_header=False, indirect=False):
+    """Post one request; returns (status, data read, used len)."""
+    q = drv.queues[0]
+    bufs, data, status = request_buffers(drv, rtype, sector, out, in_len, split_header)
     (q.add_indirect if indirect else q.add)(bufs)
     drv.kick()
     used = q.collect()

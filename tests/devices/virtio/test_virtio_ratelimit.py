@@ -3,7 +3,6 @@ through the virtio-mmio transport like the other device tests, on a fake
 clock; `drive` plays the board: sleep to next_deadline(), poll()."""
 
 import os
-import struct
 
 import pytest
 from virtio_harness import RAM_BASE, Driver, RawFile
@@ -14,6 +13,7 @@ from vmkit.devices.virtio.device import STATUS_DEVICE_NEEDS_RESET
 from vmkit.devices.virtio.mmio import Reg, VirtioMmio
 from vmkit.devices.virtio.net import HDR, RECEIVEQ, TRANSMITQ, VirtioNet
 from vmkit.devices.virtio.queue import Virtqueue
+from tests.devices.virtio.test_virtio_block import request_buffers
 
 SECTORS = 256
 SIZE = SECTORS * 512
@@ -82,17 +82,8 @@ def blk(image, limiter, ram_size: int = 4 << 20):
 
 def post(drv, rtype, sector, *, out: bytes = b"", in_len: int = 0) -> tuple[int, int | None, int]:
     """One request in an indirect chain (one ring slot); (head, data, status)."""
-    q = drv.queues[0]
-    hdr = drv.ram.buf(struct.pack("<IIQ", rtype, 0, sector))
-    bufs = [(hdr, 16, False)]
-    if out:
-        bufs.append((drv.ram.buf(out), len(out), False))
-    data = drv.ram.buf(size=in_len) if in_len else None
-    if in_len:
-        bufs.append((data, in_len, True))
-    status = drv.ram.buf(b"\xEE")
-    bufs.append((status, 1, True))
-    return q.add_indirect(bufs), data, status
+    bufs, data, status = request_buffers(drv, rtype, sector, out, in_len)
+    return drv.queues[0].add_indirect(bufs), data, status
 
 
 @pytest.mark.parametrize("burst", [None, 1])
