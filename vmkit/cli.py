@@ -21,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
+EXIT_JIT_CHECK = 3   # --jit check: a translation and the interpreter disagreed
 
 
 def _fail(message: str) -> None:
@@ -46,7 +47,10 @@ def run(
     trace: Optional[int] = typer.Option(None, "--trace", help="Print the first N instructions (pc, bits, disassembly, register written) to stderr."),
     trace_after: Optional[str] = typer.Option(None, "--trace-after", help="With --trace: start tracing when pc reaches this address (hex)."),
     dumpdtb: Optional[str] = typer.Option(None, "--dumpdtb", help="Write the generated device tree blob to this file."),
-    stats: bool = typer.Option(False, "--stats", help="Print instructions, time and MIPS to stderr at exit."),
+    stats: bool = typer.Option(False, "--stats", help="Print instructions, time and MIPS to stderr at exit (and what the translating tier did)."),
+    jit: Optional[str] = typer.Option(None, "--jit", help="The translating CPU tier: on (default; hot guest code runs as host machine code), off (interpreter only), or check (run every translation beside the interpreter and stop with a report at the first difference). Default: $VMKIT_JIT, else on."),
+    jit_threshold: Optional[int] = typer.Option(None, "--jit-threshold", help="Translate a block once it has been reached this many times (default 64; 1 translates every block at its first execution). Default: $VMKIT_JIT_THRESHOLD."),
+    jit_cache: Optional[str] = typer.Option(None, "--jit-cache", help="Size limit of the code cache, e.g. 64M (the default); flushed when full."),
 ):
     """Boot a virtual machine (the default image when no --kernel/--bios is given).
 
@@ -63,8 +67,11 @@ def run(
     from vmkit.machine.disks import DiskSpec, DiskSpecError, parse_disk
     from vmkit.machine.loader import LoadError
     from vmkit.machine.netspec import NetSpecError, parse_net
+    from vmkit.cpu.jitconfig import JitConfig, JitError
 
     try:
+        jit_config = JitConfig.from_env(jit, jit_threshold,
+                                        parse_memory(jit_cache, minimum=1 << 20) if jit_cache else None)
         mem = parse_memory(memory)
         disks = [parse_disk(d) for d in disk or []]
         netspec = parse_net(net, mac)
@@ -80,10 +87,11 @@ def run(
             append = append if append is not None else root_disk_cmdline(default_append)
             disks.insert(0, DiskSpec(str(root), "qcow2"))
         cfg = MachineConfig(memory=mem, bios=bios, kernel=kernel, initrd=initrd, append=append or "",
-                            smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks, net=netspec)
+                            smp=smp, clock=clock, dtb_out=dumpdtb, disks=disks, net=netspec,
+                            jit=jit_config)
         con = Console(console)
         machine = Machine(cfg, con)
-    except (MachineError, LoadError, ConsoleError, DiskSpecError, NetSpecError) as e:
+    except (MachineError, LoadError, ConsoleError, DiskSpecError, NetSpecError, JitError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or ''}: {e.strerror}")
@@ -112,13 +120,20 @@ def run(
                 if reason:
                     halted = machine._result(reason, machine._halt[1], 0, 0)
         result = halted or machine.run(timeout=timeout, max_instructions=max_instructions)
+    except JitError as e:  # --jit check found a difference: a bug in the tier
+        con.close()
+        print(f"vmkit: {e}", file=sys.stderr)
+        raise typer.Exit(EXIT_JIT_CHECK) from None
     finally:
+        jit_lines = machine.hart.jit_stats()
         machine.close()
         con.close()
     if stats:
         mips = result.instructions / result.seconds / 1e6 if result.seconds else 0.0
         print(f"vmkit: {result.reason}: {result.instructions} instructions in {result.seconds:.2f} s "
               f"({mips:.1f} MIPS)", file=sys.stderr)
+        for line in jit_lines:
+            print(f"vmkit: {line}", file=sys.stderr)
     if result.reason in ("timeout", "budget"):
         print(f"vmkit: {'timeout' if result.reason == 'timeout' else 'instruction limit'} reached, stopping the guest",
               file=sys.stderr)

@@ -12,19 +12,20 @@ touching memory, so it cannot fault.
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.decode import funct3, rd, rs1, rs2, sext32, ult
+from vmkit.cpu.codepages import code_write
 from vmkit.cpu.jit import njit
 from vmkit.cpu.memory import raise_exception, ram_read, ram_write
 from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, in_ram, translate_cached
 
 
 @njit
-def amo_translate(csr, st, tlb_tag, tlb_off, ram64, vaddr, size, access):
+def amo_translate(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, size, access):
     """Physical RAM offset for an atomic access, or -1 with the trap raised."""
     if vaddr & (size - 1):
         cause = C.CAUSE_MISALIGNED_LOAD if access == ACCESS_LOAD else C.CAUSE_MISALIGNED_STORE
         raise_exception(st, cause, vaddr)
         return -1
-    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, access)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, access)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return -1
@@ -73,7 +74,7 @@ def amo_compute(op, a, b, word):
 
 
 @njit
-def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
+def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, pages, ram8, ram64):
     """Execute one AMO-opcode instruction.  Returns False if illegal."""
     f3 = funct3(insn)
     if f3 != 2 and f3 != 3:
@@ -86,7 +87,7 @@ def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
     if op == 0x02:  # lr
         if rs2(insn) != 0:
             return False
-        off = amo_translate(csr, st, tlb_tag, tlb_off, ram64, addr, size, ACCESS_LOAD)
+        off = amo_translate(csr, st, tlb_tag, tlb_off, pages, ram64, addr, size, ACCESS_LOAD)
         if off < 0:
             return True
         v = ram_read(ram8, off, size)
@@ -104,9 +105,10 @@ def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
                 x[dest] = 1
             return True
         st[S.RESERVATION] = -1
-        off = amo_translate(csr, st, tlb_tag, tlb_off, ram64, addr, size, ACCESS_STORE)
+        off = amo_translate(csr, st, tlb_tag, tlb_off, pages, ram64, addr, size, ACCESS_STORE)
         if off < 0:
             return True
+        code_write(pages, off, size)
         ram_write(ram8, off, size, value)
         if dest:
             x[dest] = 0
@@ -114,12 +116,13 @@ def exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
     if not amo_op_valid(op):
         return False
     value = x[rs2(insn)]
-    off = amo_translate(csr, st, tlb_tag, tlb_off, ram64, addr, size, ACCESS_STORE)
+    off = amo_translate(csr, st, tlb_tag, tlb_off, pages, ram64, addr, size, ACCESS_STORE)
     if off < 0:
         return True
     old = ram_read(ram8, off, size)
     if word:
         old = sext32(old)
+    code_write(pages, off, size)
     ram_write(ram8, off, size, amo_compute(op, old, value, word))
     if dest:
         x[dest] = old

@@ -197,10 +197,11 @@ def csr_write(csr, st, num, value):
         # any other mode (Sv57...): the write is ignored (4.1.11 WARL)
     elif num == C.STIMECMP:
         csr[num] = value
-    elif num == C.MCYCLE:
-        csr[num] = value - st[S.INSTRET]
-    elif num == C.MINSTRET:
-        csr[num] = value - st[S.INSTRET]
+    elif num == C.MCYCLE or num == C.MINSTRET:
+        # st[INSTRET] already counts this instruction; its retirement must
+        # not show on top of the written value (ISA vol. I, Zicsr 7.1: the
+        # next instruction reads the value written).
+        csr[num] = value - st[S.INSTRET] - 1
     elif C.PMPCFG0 <= num <= C.PMPCFG15:
         if num <= C.PMPCFG0 + 2:
             # Locked entries keep their configuration (3.7.1).

@@ -5,6 +5,11 @@ that owns the arrays and checks what Python hands to the core (PySDM's
 kernel-plus-wrapper pattern).  The board (vmkit.machine) drives a Hart: it
 calls `run(budget)`, services EXIT_MMIO through its bus, sleeps or skips
 time on EXIT_WFI, and sets the external interrupt lines from the PLIC.
+
+A Hart may have a Translator (translator.py, the translating tier); its
+`run` then also services translation requests between core runs and, with
+`--jit check`, runs translations beside the interpreter.  Neither shows in
+the exits the board sees.
 """
 
 import sys
@@ -13,7 +18,7 @@ import warnings
 import numpy as np
 
 from vmkit.cpu import csrs as C
-from vmkit.cpu import jit
+from vmkit.cpu import jit as _jit
 from vmkit.cpu import state as S
 
 _rvc_table = None
@@ -30,23 +35,24 @@ def rvc_table() -> np.ndarray:
 
 def ensure_compiled(quiet: bool = False) -> None:
     """Compile (or load from the cache) the core, telling the user the first time."""
-    if jit.JIT_DISABLED:
+    if _jit.JIT_DISABLED:
         return
-    first = not jit.is_compiled()
+    first = not _jit.is_compiled()
     if first and not quiet:
         print("compiling the CPU core (first run only)...", file=sys.stderr, flush=True)
     from vmkit.cpu.interp import run
     h = Hart(np.zeros(4096, dtype=np.uint8), compile_check=False)
     run(*h._arrays(), 0)
+    from vmkit.cpu import helpers  # noqa: F401  (the translator's FP helper)
     if first:
-        jit.mark_compiled()
+        _jit.mark_compiled()
 
 
 class Hart:
     """One RV64GC hart with its RAM.  `ram` is a uint8 array (guest RAM)."""
 
     def __init__(self, ram: np.ndarray, ram_base: int = 0x8000_0000, hartid: int = 0,
-                 compile_check: bool = True):
+                 compile_check: bool = True, jit=None):
         if ram.dtype != np.uint8 or ram.ndim != 1 or len(ram) % 4096:
             raise ValueError("RAM must be a 1-D uint8 array whose size is a multiple of 4 KiB")
         self.ram = ram
@@ -61,11 +67,22 @@ class Hart:
             ensure_compiled()
         from vmkit.cpu.interp import run
         self._run = run
+        self.translator = None
+        if jit is not None and jit.enabled and not _jit.JIT_DISABLED:
+            from vmkit.cpu.translator import Translator
+            self.translator = Translator(ram, jit, self.rvc)
+            self.jtab, self.pages, self.jreq = (self.translator.jtab, self.translator.pages,
+                                                self.translator.jreq)
+        else:  # the interpreter alone still reads the (empty) code-page marks
+            self.jtab, self.pages, self.jreq = S.new_jit_tables(len(ram))
         self.reset(ram_base)
+        if self.translator is not None:
+            self.translator.attach(self)
 
     def _arrays(self):
         return (self.x, self.f, self.csr, self.st, self.tlb_tag, self.tlb_off,
-                self.ram, self.ram16, self.ram32, self.ram64, self.rvc)
+                self.ram, self.ram16, self.ram32, self.ram64, self.rvc,
+                self.jtab, self.pages, self.jreq)
 
     def reset(self, pc: int) -> None:
         """Power-on state (Privileged ISA 3.4): M-mode, mstatus.MIE = 0, pc = reset vector."""
@@ -88,15 +105,43 @@ class Hart:
         self.csr[C.MHARTID] = self.hartid
         self.tlb_tag[:, :] = S.TLB_INVALID
         self.tlb_tag[S.TLB_LOG, 0] = 0
+        if getattr(self, "translator", None) is not None:
+            self.translator.configure(self)
+            self.translator.flush()  # a reset reloads RAM
 
     # --- running ------------------------------------------------------------------
     def run(self, budget: int) -> int:
         """Execute up to `budget` instructions; returns state.EXIT_*."""
-        if jit.JIT_DISABLED:
+        tr = self.translator
+        while True:
+            start = self.instret
+            code = self.core_run(budget)
+            if tr is None:
+                return code
+            if code == S.EXIT_JIT_CALL:
+                tr.check_call(self)
+            tr.service()
+            if code != S.EXIT_JIT and code != S.EXIT_JIT_CALL:
+                return code
+            budget -= self.instret - start
+
+    def core_run(self, budget: int) -> int:
+        """One call of the numba core (interp.run)."""
+        if _jit.JIT_DISABLED:
             with warnings.catch_warnings(), np.errstate(over="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return int(self._run(*self._arrays(), budget))
         return int(self._run(*self._arrays(), budget))
+
+    def jit_stats(self) -> list[str]:
+        """Lines about the translating tier for `--stats` (empty when it is off)."""
+        if self.translator is None:
+            return []
+        return self.translator.describe(self.instret, int(self.st[S.STAT_JIT_INSNS]))
+
+    def close(self) -> None:
+        if self.translator is not None:
+            self.translator.close()
 
     @property
     def pc(self) -> int:

@@ -19,6 +19,8 @@ import numpy as np
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.alu import op, op32, op_imm, op_imm32
+from vmkit.cpu.callcode import call_translation
+from vmkit.cpu.codepages import code_hash
 from vmkit.cpu.amo import amo_compute, amo_op_valid, exec_amo
 from vmkit.cpu.csr import fs_dirty
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2, sext, sext32, ult
@@ -46,13 +48,13 @@ def advance_clock(st, executed):
 
 
 @njit
-def fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, vaddr):
+def fetch_half(csr, st, tlb_tag, tlb_off, pages, ram16, ram64, vaddr):
     """Fetch 16 instruction bits through the fetch TLB; -1 after raising a fault."""
     vpn = vaddr >> 12
     idx = vpn & (S.TLB_SIZE - 1)
     tag = (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]
     if tlb_tag[ACCESS_FETCH, idx] != tag:
-        paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_FETCH)
+        paddr, cause = tlb_fill(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, ACCESS_FETCH)
         if cause >= 0:
             raise_exception(st, cause, vaddr)
             return FETCH_FAULT
@@ -66,12 +68,12 @@ def fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, vaddr):
 
 
 @njit
-def fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc):
+def fetch_slow(csr, st, tlb_tag, tlb_off, pages, ram16, ram64, pc):
     """Fetch the instruction at pc (16 or 32 bits, maybe across pages)."""
-    lo = fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+    lo = fetch_half(csr, st, tlb_tag, tlb_off, pages, ram16, ram64, pc)
     if lo < 0 or (lo & 3) != 3:
         return lo
-    hi = fetch_half(csr, st, tlb_tag, tlb_off, ram16, ram64, pc + 2)
+    hi = fetch_half(csr, st, tlb_tag, tlb_off, pages, ram16, ram64, pc + 2)
     if hi < 0:
         return FETCH_FAULT
     return lo | (hi << 16)
@@ -105,7 +107,7 @@ def load_extend(v, f3):
 
 
 @njit
-def exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, ram8, ram64, is_store):
+def exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, pages, ram8, ram64, is_store):
     """flw/fld/fsw/fsd (always through the slow path: rare in kernels).
 
     Returns the memory status, or -1 for an illegal instruction.
@@ -116,9 +118,9 @@ def exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, ram8, ram64, is_store)
     size = 4 if f3 == 2 else 8
     if is_store:
         addr = x[rs1(insn)] + imm_s(insn)
-        return store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size, f[rs2(insn)])
+        return store_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, addr, size, f[rs2(insn)])
     addr = x[rs1(insn)] + imm_i(insn)
-    status, v = load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size)
+    status, v = load_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, addr, size)
     if status == 0:
         if size == 4:
             v = v | (-1 << 32)  # NaN-box (ISA vol. I, 12.2)
@@ -144,12 +146,26 @@ def exec_fp_op(insn, x, f, csr):
 
 
 @njit
-def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget):
-    """Run until an exit; returns the exit code (state.EXIT_*)."""
+def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, pages, jreq, budget):
+    """Run until an exit; returns the exit code (state.EXIT_*).
+
+    With the translating tier on (st[JIT_THRESHOLD] > 0), every block start
+    (the target of a taken branch or jump, a trap handler, the entry) is
+    looked up in jtab by its RAM offset; a translation made for this pc from
+    the page's current contents runs with a limit of the instructions left
+    to the next check point, so interrupts are taken at the same instruction
+    count as without it.  Other block starts are counted and, once hot,
+    queued in jreq for translator.py.
+    """
     pc = st[S.PC]
     n = 0
     counted = 0
     check_at = 0
+    lookup = 2
+    if st[S.RESUME_CHECK]:  # continuing a run split by EXIT_JIT/EXIT_JIT_CALL
+        check_at = st[S.RESUME_CHECK] - 1
+        lookup = st[S.RESUME_LOOKUP]
+        st[S.RESUME_CHECK] = 0
     base_instret = st[S.INSTRET]
     break_pc = st[S.BREAK_PC]
     if st[S.TRAP_PENDING]:  # a fault injected by Python (unclaimed MMIO)
@@ -160,8 +176,11 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
     # straight-line code skips the TLB lookup.
     fetch_vpn = S.TLB_INVALID
     fetch_base = 0
+    threshold = st[S.JIT_THRESHOLD] if break_pc == -1 else 0
     while True:
         if n >= check_at:
+            if n >= budget and st[S.STOP_AT_BUDGET]:
+                break
             advance_clock(st, n - counted)
             counted = n
             if st[S.TLB_FLUSH]:
@@ -170,6 +189,9 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             irq = pending_interrupt(csr, st)
             if irq >= 0:
                 pc = take_trap(csr, st, pc, irq, 0, True)
+                lookup = 2
+            if lookup == 0:  # often where a translation stopped for this check
+                lookup = 1
             ctx = st[S.TLB_CTX]  # every path that changes it forces this check
             fetch_vpn = S.TLB_INVALID  # ...and so does every TLB flush
             if n >= budget:
@@ -189,6 +211,48 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if tlb_tag[0, idx] == (vpn << S.TLB_CTX_BITS) | ctx:
                 fetch_vpn = vpn
                 fetch_base = tlb_off[0, idx] >> 1
+        if lookup:
+            count = lookup == 2  # a real block start, not just a check point
+            lookup = 0
+            if threshold > 0 and vpn == fetch_vpn:
+                roff = (fetch_base << 1) + (pc & 0xFFF)
+                h = code_hash(roff)
+                if (jtab[h, S.J_KEY] == roff and jtab[h, S.J_VPC] == pc
+                        and jtab[h, S.J_VER] == pages[roff >> 12, S.P_VER]):
+                    if st[S.JIT_CHECK]:
+                        st[S.JIT_CALL_SLOT] = h
+                        st[S.JIT_CALL_LIMIT] = check_at - n
+                        st[S.RESUME_CHECK] = check_at - n + 1
+                        exit_code = S.EXIT_JIT_CALL
+                        break
+                    r = call_translation(jtab[h, S.J_FN], x, f, csr, st, ram8, tlb_tag, tlb_off,
+                                         check_at - n)
+                    n += r >> 2
+                    st[S.STAT_JIT_INSNS] += r >> 2
+                    st[S.STAT_JIT_CALLS] += 1
+                    pc = st[S.PC]
+                    lookup = 2 if (r & 1) != 0 else 0
+                    continue
+                if count:
+                    if jtab[h, S.J_HOT_KEY] != roff:
+                        jtab[h, S.J_HOT_KEY] = roff
+                        hot = 1
+                    elif jtab[h, S.J_KEY] == roff and jtab[h, S.J_HOT] >= threshold:
+                        hot = 1  # its translation went stale: warm up again
+                    else:
+                        hot = jtab[h, S.J_HOT] + 1
+                    jtab[h, S.J_HOT] = hot
+                    if hot == threshold:
+                        k = jreq[0, 0]
+                        if k < S.JREQ_SIZE:
+                            jreq[k + 1, 0] = roff
+                            jreq[k + 1, 1] = pc
+                            jreq[0, 0] = k + 1
+                        if st[S.JIT_SYNC]:
+                            st[S.RESUME_CHECK] = check_at - n + 1
+                            st[S.RESUME_LOOKUP] = 2
+                            exit_code = S.EXIT_JIT
+                            break
         n += 1
         raw = -1
         if vpn == fetch_vpn and (pc & 0xFFF) != 0xFFE:
@@ -197,9 +261,10 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if (raw & 3) == 3:
                 raw |= np.int64(ram16[half + 1]) << 16
         else:
-            raw = fetch_slow(csr, st, tlb_tag, tlb_off, ram16, ram64, pc)
+            raw = fetch_slow(csr, st, tlb_tag, tlb_off, pages, ram16, ram64, pc)
             if raw < 0:
                 pc = take_raised_trap(csr, st, pc)
+                lookup = 2
                 check_at = n
                 continue
         if (raw & 3) == 3:
@@ -247,10 +312,11 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 if rd(insn):
                     x[rd(insn)] = v
             else:
-                status, v = load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size)
+                status, v = load_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, addr, size)
                 check_at = n
                 if status == MEM_TRAP:
                     pc = take_raised_trap(csr, st, pc)
+                    lookup = 2
                     continue
                 if status == MEM_MMIO:
                     mmio_load_exit(st, rd(insn), 1 if f3 < 3 else 0, 0, npc)
@@ -281,10 +347,11 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 else:
                     ram8[soff] = np.uint8(v & 0xFF)
             else:
-                status = store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, addr, size, v)
+                status = store_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, addr, size, v)
                 check_at = n
                 if status == MEM_TRAP:
                     pc = take_raised_trap(csr, st, pc)
+                    lookup = 2
                     continue
                 if status == MEM_MMIO:
                     st[S.MMIO_NEXT_PC] = npc
@@ -318,6 +385,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 trap = True
             if taken:
                 npc = pc + imm_b(insn)
+                lookup = 2
         elif opcode == 0x1B:  # OP-IMM-32
             ok, v = op_imm32(insn, x[rs1(insn)])
             if not ok:
@@ -340,6 +408,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             if rd(insn):
                 x[rd(insn)] = npc
             npc = pc + imm_j(insn)
+            lookup = 2
         elif opcode == 0x67:  # JALR
             if funct3(insn) != 0:
                 trap = True
@@ -348,6 +417,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 if rd(insn):
                     x[rd(insn)] = npc
                 npc = target
+                lookup = 2
         elif opcode == 0x73:  # SYSTEM
             st[S.PC] = pc
             st[S.LAST_INSN] = raw
@@ -357,8 +427,10 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 check_at = n
             if outcome == SYS_JUMP:
                 npc = target
+                lookup = 2
             elif outcome == SYS_TRAP:
                 pc = take_raised_trap(csr, st, pc)
+                lookup = 2
                 continue
             elif outcome == SYS_WFI:
                 pc = npc
@@ -391,19 +463,21 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
                 pc = npc
                 continue
             st[S.LAST_INSN] = raw
-            if not exec_amo(insn, x, csr, st, tlb_tag, tlb_off, ram8, ram64):
+            if not exec_amo(insn, x, csr, st, tlb_tag, tlb_off, pages, ram8, ram64):
                 trap = True
             elif st[S.TRAP_PENDING]:
                 pc = take_raised_trap(csr, st, pc)
+                lookup = 2
                 check_at = n
                 continue
         elif opcode == 0x07 or opcode == 0x27:  # LOAD-FP / STORE-FP
-            status = exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, ram8, ram64, opcode == 0x27)
+            status = exec_fp_memory(insn, x, f, csr, st, tlb_tag, tlb_off, pages, ram8, ram64, opcode == 0x27)
             check_at = n
             if status < 0:
                 trap = True
             elif status == MEM_TRAP:
                 pc = take_raised_trap(csr, st, pc)
+                lookup = 2
                 continue
             elif status == MEM_MMIO:
                 mmio_load_exit(st, rd(insn), 0, 1, npc)
@@ -420,6 +494,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, budget)
             pc = take_trap(csr, st, pc, C.CAUSE_ILLEGAL_INSTRUCTION,
                            raw if (raw & 3) == 3 else raw & 0xFFFF, False)
             check_at = n
+            lookup = 2
             continue
         pc = npc
 

@@ -16,6 +16,7 @@ ever indexed (shared/design/RELIABILITY.md).
 import numpy as np
 
 from vmkit.cpu import state as S
+from vmkit.cpu.codepages import code_write
 from vmkit.cpu.jit import njit
 from vmkit.cpu.mmu import ACCESS_LOAD, ACCESS_STORE, access_fault_cause, in_ram, translate_cached
 
@@ -99,12 +100,12 @@ def mmio_exit(st, paddr, vaddr, size, is_store, value):
 
 
 @njit
-def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
+def load_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, vaddr, size):
     """Load `size` bytes (zero-extended).  Returns (status, value)."""
     st[S.STAT_SLOW_ACCESSES] += 1
     if vaddr & (size - 1):
         st[S.STAT_MISALIGNED] += 1
-    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_LOAD)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, ACCESS_LOAD)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return MEM_TRAP, 0
@@ -114,7 +115,7 @@ def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
             return MEM_OK, ram_read(ram8, paddr - st[S.RAM_BASE], size)
         # Crosses into the next virtual page: translate it too.
         vaddr2 = vaddr + first
-        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_LOAD)
+        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr2, ACCESS_LOAD)
         if cause >= 0:
             raise_exception(st, cause, vaddr2)
             return MEM_TRAP, 0
@@ -131,28 +132,31 @@ def load_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size):
 
 
 @njit
-def store_slow(csr, st, tlb_tag, tlb_off, ram8, ram64, vaddr, size, value):
+def store_slow(csr, st, tlb_tag, tlb_off, pages, ram8, ram64, vaddr, size, value):
     """Store the low `size` bytes of value.  Returns a status."""
     st[S.STAT_SLOW_ACCESSES] += 1
     if vaddr & (size - 1):
         st[S.STAT_MISALIGNED] += 1
-    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, ACCESS_STORE)
+    paddr, cause = translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, ACCESS_STORE)
     if cause >= 0:
         raise_exception(st, cause, vaddr)
         return MEM_TRAP
     first = 4096 - (vaddr & 0xFFF)
     if in_ram(st, paddr, min(size, first)):
         if size <= first:
+            code_write(pages, paddr - st[S.RAM_BASE], size)
             ram_write(ram8, paddr - st[S.RAM_BASE], size, value)
             return MEM_OK
         vaddr2 = vaddr + first
-        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr2, ACCESS_STORE)
+        paddr2, cause = translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr2, ACCESS_STORE)
         if cause >= 0:
             raise_exception(st, cause, vaddr2)
             return MEM_TRAP
         if not in_ram(st, paddr2, size - first):
             raise_exception(st, access_fault_cause(ACCESS_STORE), vaddr2)
             return MEM_TRAP
+        code_write(pages, paddr - st[S.RAM_BASE], first)
+        code_write(pages, paddr2 - st[S.RAM_BASE], size - first)
         ram_write(ram8, paddr - st[S.RAM_BASE], first, value)
         ram_write(ram8, paddr2 - st[S.RAM_BASE], size - first, value >> (8 * first))
         return MEM_OK

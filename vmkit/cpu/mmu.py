@@ -17,6 +17,7 @@ to a clean page always walks and sets D, as QEMU does.
 
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
+from vmkit.cpu.codepages import code_write
 from vmkit.cpu.decode import srl, ult
 from vmkit.cpu.jit import njit
 
@@ -203,7 +204,7 @@ def in_ram(st, paddr, size):
 
 
 @njit
-def translate(csr, st, ram64, vaddr, access):
+def translate(csr, st, pages, ram64, vaddr, access):
     """Virtual -> physical for one access.  Returns (paddr, cause); cause -1 = ok.
 
     Sets the A and D bits of the leaf PTE in RAM as QEMU does (4.3.2 step 7,
@@ -261,6 +262,7 @@ def translate(csr, st, ram64, vaddr, access):
         if access == ACCESS_STORE:
             new_pte |= PTE_D
         if new_pte != pte:
+            code_write(pages, slot << 3, 8)
             ram64[slot] = new_pte
         page_off_mask = (1 << (12 + 9 * level)) - 1
         paddr = ((ppn << 12) & ~page_off_mask) | (vaddr & page_off_mask)
@@ -269,31 +271,33 @@ def translate(csr, st, ram64, vaddr, access):
 
 
 @njit
-def translate_cached(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
+def translate_cached(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, access):
     """translate() through the TLB: a hit costs no walk.  Returns (paddr, cause)."""
     vpn = vaddr >> 12
     idx = vpn & (S.TLB_SIZE - 1)
     if tlb_tag[access, idx] == (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]:
         return st[S.RAM_BASE] + tlb_off[access, idx] + (vaddr & 0xFFF), -1
-    return tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access)
+    return tlb_fill(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, access)
 
 
 @njit
-def tlb_fill(csr, st, tlb_tag, tlb_off, ram64, vaddr, access):
+def tlb_fill(csr, st, tlb_tag, tlb_off, pages, ram64, vaddr, access):
     """Translate vaddr, check PMP, and cache the page when it is in RAM.
 
     Returns (paddr, cause); cause -1 = ok.  An access fault for a PMP denial
     is reported here; a non-RAM paddr is returned for the caller to route
-    (CLINT or an MMIO exit).
+    (CLINT or an MMIO exit).  A page holding translated code gets no store
+    entry, so stores into it take the slow path (codepages.py).
     """
     st[S.STAT_TLB_MISSES] += 1
-    paddr, cause = translate(csr, st, ram64, vaddr, access)
+    paddr, cause = translate(csr, st, pages, ram64, vaddr, access)
     if cause >= 0:
         return paddr, cause
     priv = effective_priv(csr, st, access)
     page = paddr & ~0xFFF
     if in_ram(st, page, 4096):
-        if pmp_check(csr, page, 4096, access, priv):
+        code = access == ACCESS_STORE and pages[(page - st[S.RAM_BASE]) >> 12, S.P_CODE] != 0
+        if not code and pmp_check(csr, page, 4096, access, priv):
             vpn = vaddr >> 12
             idx = vpn & (S.TLB_SIZE - 1)
             tlb_tag[access, idx] = (vpn << S.TLB_CTX_BITS) | st[S.TLB_CTX]

@@ -60,7 +60,29 @@ STAT_EXCEPTIONS = 33
 STAT_INTERRUPTS = 34
 STAT_SLOW_ACCESSES = 35  # loads/stores that missed the inline fast path
 STAT_MISALIGNED = 36
-ST_SIZE = 40
+# When nonzero, run() resumes the check-point schedule of the call that
+# returned EXIT_JIT: the next check is RESUME_CHECK - 1 instructions away
+# (so a run split by translation requests checks interrupts exactly where
+# an unsplit run would).
+RESUME_CHECK = 37
+# The translating tier (translator.py): a block start reached JIT_THRESHOLD
+# times is queued for translation (0 = tier off).  With JIT_SYNC set, run()
+# returns EXIT_JIT at once so the caller translates before going on.
+JIT_THRESHOLD = 38
+JIT_SYNC = 39
+STAT_JIT_INSNS = 40      # instructions retired by translated code
+STAT_JIT_CALLS = 41      # entries into translated code
+# `--jit check`: instead of calling a translation, run() returns EXIT_JIT_CALL
+# with its jtab slot and limit; Hart.run has translator.py run it beside the
+# interpreter.  RESUME_LOOKUP then says whether the resumed run starts by
+# looking up its pc (2) or not (0); STOP_AT_BUDGET makes a run end exactly at
+# its budget, before the interrupt check there (the reference run).
+JIT_CHECK = 42
+JIT_CALL_SLOT = 43
+JIT_CALL_LIMIT = 44
+RESUME_LOOKUP = 45
+STOP_AT_BUDGET = 46
+ST_SIZE = 48
 
 # --- exit reasons -----------------------------------------------------------------
 EXIT_BUDGET = 0       # instruction budget spent
@@ -69,6 +91,8 @@ EXIT_WFI = 2          # hart idle: nothing pending and enabled
 EXIT_HALT = 3         # power-off/reboot request (HALT_CODE)
 EXIT_BREAK = 4        # pc reached BREAK_PC
 EXIT_TRACE = 5        # one instruction executed in trace mode
+EXIT_JIT = 6          # internal to Hart.run: translation requests wait (JIT_SYNC)
+EXIT_JIT_CALL = 7     # internal to Hart.run: a translation to run in lockstep (JIT_CHECK)
 
 # --- TLBs ---------------------------------------------------------------------------
 TLB_SIZE = 4096       # direct-mapped entries per TLB
@@ -81,6 +105,33 @@ TLB_LOG = 3
 TLB_FETCH = 0
 TLB_LOAD = 1
 TLB_STORE = 2
+
+
+# --- the translating tier's tables (one set per VM, see translator.py) -----------
+# jtab: a direct-mapped table indexed by code_hash(RAM offset of a block start).
+JTAB_SIZE = 1 << 16
+J_KEY = 0             # RAM offset of the translated entry (-1: none)
+J_VPC = 1             # the virtual pc it was translated for (auipc/jal see it)
+J_FN = 2              # host address of the translation
+J_VER = 3             # pages[page, P_VER] when it was translated
+J_HOT_KEY = 4         # hotness counter: RAM offset counted ...
+J_HOT = 5             # ... and how often it was reached
+J_COLUMNS = 6
+# pages: per 4 KiB RAM page.
+P_CODE = 0            # bit i: bytes [64i, 64i+64) of the page are translated
+P_VER = 1             # bumped whenever the page's translations become stale
+P_COLUMNS = 2
+# jreq: translation requests from the interpreter; [0, 0] is the count.
+JREQ_SIZE = 64
+
+
+def new_jit_tables(ram_size: int):
+    """Allocate the tier's tables for a RAM of ram_size bytes: (jtab, pages, jreq)."""
+    jtab = np.full((JTAB_SIZE, J_COLUMNS), -1, dtype=np.int64)
+    jtab[:, J_HOT] = 0
+    pages = np.zeros((max(1, ram_size >> 12), P_COLUMNS), dtype=np.int64)
+    jreq = np.zeros((JREQ_SIZE + 1, 2), dtype=np.int64)
+    return jtab, pages, jreq
 
 
 def new_state(ram_size: int, ram_base: int = 0x8000_0000):

@@ -18,6 +18,7 @@ import numpy as np
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.hart import Hart
+from vmkit.cpu.jitconfig import JitConfig
 from vmkit.devices.plic import Plic
 from vmkit.devices.ratelimit import make_rate_limiter
 from vmkit.devices.rtc import GoldfishRtc
@@ -76,6 +77,7 @@ class MachineConfig:
     net: NetSpec | None = None       # the NIC (netspec.py); None or mode "none": no NIC
     limits: object | None = None     # I/O rate limits: anything with the disk_/net_*_per_sec
                                      # fields of hypervisor.models.Limits (0 = unlimited); None: none
+    jit: JitConfig = field(default_factory=JitConfig)   # the translating CPU tier
 
 
 @dataclass
@@ -87,8 +89,8 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def parse_memory(text: str) -> int:
-    """'512M', '1G', '1536' (MiB, as QEMU) -> bytes."""
+def parse_memory(text: str, minimum: int = 16 * MiB) -> int:
+    """'512M', '1G', '1536' (MiB, as QEMU) -> bytes, at least `minimum`."""
     t = str(text).strip().upper()
     if t.endswith("B"):
         t = t[:-1]
@@ -101,8 +103,8 @@ def parse_memory(text: str) -> int:
     except ValueError:
         raise MachineError(f"bad memory size {text!r}: use e.g. 512M or 2G") from None
     size = int(value * mult)
-    if size < 16 * MiB or size > 16 << 30 or size % 4096:
-        raise MachineError(f"memory size {text!r} out of range: 16M..16G in whole pages")
+    if size < minimum or size > 16 << 30 or size % 4096:
+        raise MachineError(f"size {text!r} out of range: {minimum // MiB}M..16G in whole pages")
     return size
 
 
@@ -127,7 +129,7 @@ class Machine:
         self.deterministic = config.clock == "deterministic"
         self.ram = np.zeros(config.memory, dtype=np.uint8)
         self.mem = GuestMemory(self.ram, M.RAM_BASE)
-        self.hart = Hart(self.ram, M.RAM_BASE)
+        self.hart = Hart(self.ram, M.RAM_BASE, jit=config.jit)
         self.bus = Bus()
         self._halt: tuple[str, int] | None = None
         self._start_ns = time.monotonic_ns()
@@ -189,7 +191,8 @@ class Machine:
         for i in range(M.VIRTIO_MMIO_COUNT):
             slot = M.VIRTIO_MMIO_COUNT - 1 - i
             device = devices[i] if i < len(devices) else None
-            transport = VirtioMmio(device, self.ram, M.RAM_BASE, self._irq(M.virtio_mmio_irq(slot)))
+            transport = VirtioMmio(device, self.ram, M.RAM_BASE, self._irq(M.virtio_mmio_irq(slot)),
+                                   on_write=self._ram_written)
             self.virtio_slots[slot] = transport
             self.bus.attach(M.virtio_mmio_base(slot), M.VIRTIO_MMIO_SIZE, transport, f"virtio-mmio{slot}")
 
@@ -279,8 +282,14 @@ class Machine:
         devices = (*self.disks, self.net) if self.net is not None else self.disks
         return min((d for dev in devices if (d := dev.next_deadline()) is not None), default=None)
 
+    def _ram_written(self, offset: int, length: int) -> None:
+        """A device wrote guest RAM (DMA): translations made from it are stale."""
+        if self.hart.translator is not None:
+            self.hart.translator.invalidate_range(offset, length)
+
     def close(self) -> None:
         """Flush and close the disk images and the network (a clean shutdown of the host side)."""
+        self.hart.close()
         if self.usernet is not None:
             try:
                 self.usernet.close()

@@ -129,7 +129,8 @@ class VirtioMmio:
     guest-physical `ram_base`) and `irq(level)` drives the slot's PLIC line."""
 
     def __init__(self, device: VirtioDevice | None, ram: np.ndarray | None = None,
-                 ram_base: int = RAM_BASE, irq: Callable[[bool], None] | None = None) -> None:
+                 ram_base: int = RAM_BASE, irq: Callable[[bool], None] | None = None,
+                 on_write: Callable[[int, int], None] | None = None) -> None:
         self.device = device
         self.queues: list[Virtqueue] = []
         self.device_errors = 0      # exceptions raised by the device (needs-reset events)
@@ -140,7 +141,7 @@ class VirtioMmio:
             if ram is None or irq is None:
                 raise ValueError("a virtio-mmio transport with a device needs guest RAM and an irq line")
             check_sizes(device.queue_sizes)
-            self._ram = GuestRam(ram, ram_base)
+            self._ram = GuestRam(ram, ram_base, on_write)
             self.queues = [Virtqueue(self._ram, i, n) for i, n in enumerate(device.queue_sizes)]
             self.device_features = (device.features | TRANSPORT_FEATURES) & ((1 << 64) - 1)
             device.bind(self.run_guarded, self._config_changed)

@@ -70,12 +70,15 @@ class VirtqueueError(Exception):
 class GuestRam:
     """Guest RAM: a uint8 array at guest-physical `base`, with range checks."""
 
-    def __init__(self, ram: np.ndarray, base: int) -> None:
+    def __init__(self, ram: np.ndarray, base: int, on_write=None) -> None:
         if not isinstance(ram, np.ndarray) or ram.dtype != np.uint8 or ram.ndim != 1:
             raise TypeError("guest RAM must be a one-dimensional uint8 numpy array")
         self.mem = memoryview(ram)
         self.base = base
         self.size = len(ram)
+        # Told (RAM offset, length) of what a device wrote, before the driver
+        # sees it: the CPU's translations of those bytes must go (codepages.py).
+        self.on_write = on_write
 
     def offset(self, addr: int, length: int) -> int:
         """The RAM offset of guest-physical [addr, addr+length); VirtqueueError
@@ -103,12 +106,14 @@ class Chain:
     buffers, device-readable ones first (read-only views), then the
     device-writable ones."""
 
-    __slots__ = ("head", "readable", "writable", "readable_len", "writable_len")
+    __slots__ = ("head", "readable", "writable", "readable_len", "writable_len", "writable_at")
 
-    def __init__(self, head: int, readable: list[memoryview], writable: list[memoryview]) -> None:
+    def __init__(self, head: int, readable: list[memoryview], writable: list[memoryview],
+                 writable_at: list[int] | None = None) -> None:
         self.head = head
         self.readable = readable
         self.writable = writable
+        self.writable_at = writable_at or []   # RAM offset of each writable view
         self.readable_len = sum(len(v) for v in readable)
         self.writable_len = sum(len(v) for v in writable)
 
@@ -266,6 +271,7 @@ class Virtqueue:
         ram, mem, num, q = self.ram, self.ram.mem, self.num, self.index
         readable: list[memoryview] = []
         writable: list[memoryview] = []
+        writable_at: list[int] = []
         table = self._desc          # RAM offset of the table being walked
         limit = num                 # entries in it
         in_indirect = False
@@ -312,10 +318,11 @@ class Virtqueue:
                 view = mem[off:off + length]
                 if flags & DESC_F_WRITE:
                     writable.append(view)
+                    writable_at.append(off)
                 else:
                     readable.append(view.toreadonly())
             if not flags & DESC_F_NEXT:
-                return Chain(head, readable, writable)
+                return Chain(head, readable, writable, writable_at)
             if nxt >= limit:
                 raise VirtqueueError(f"queue {q}: next {nxt} >= {limit} "
                                      f"({'indirect table entries' if in_indirect else 'queue size'})")
@@ -327,10 +334,16 @@ class Virtqueue:
         if not self.ready:
             return
         written = max(0, min(written, chain.writable_len))
+        if self.ram.on_write is not None:
+            for at, view in zip(chain.writable_at, chain.writable):
+                self.ram.on_write(at, len(view))
         off = self._used + 4 + 8 * (self.used_idx % self.num)
         _USED_ELEM.pack_into(self.ram.mem, off, chain.head, written)
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.ram.set_u16(self._used + 2, self.used_idx)
+        if self.ram.on_write is not None:
+            self.ram.on_write(off, 8)
+            self.ram.on_write(self._used + 2, 2)
         self.in_flight = max(0, self.in_flight - 1)
         self._pushed = True
 

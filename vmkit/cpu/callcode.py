@@ -1,0 +1,33 @@
+"""Calling translated code from the numba interpreter, by address.
+
+numba can call a function pointer only through an @intrinsic that emits the
+LLVM call itself (measured in shared/design/JIT.md B3: 1.4 ns a call, no NRT,
+usable under nogil/_nrt=False).  Every translation has the one signature
+that translator.py generates:
+
+    i64 region(x*, f*, csr*, st*, ram*, tlb_tag*, tlb_off*, i64 limit)
+
+and returns (retired << 2) | flags (translator.RET_*).
+"""
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def call_translation(typingctx, fn, x, f, csr, st, ram8, tlb_tag, tlb_off, limit):
+    sig = types.int64(fn, x, f, csr, st, ram8, tlb_tag, tlb_off, limit)
+
+    def codegen(context, builder, signature, args):
+        ptr = ir.PointerType(ir.IntType(8))
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [ptr] * 7 + [i64])
+        data = []
+        for ty, val in zip(signature.args[1:8], args[1:8]):
+            ary = context.make_array(ty)(context, builder, val)
+            data.append(builder.bitcast(ary.data, ptr))
+        target = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.call(target, data + [args[8]])
+
+    return sig, codegen

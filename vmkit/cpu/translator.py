@@ -1,0 +1,282 @@
+"""The translating tier: one Translator per VM, beside the interpreter.
+
+How a translation comes to be (shared/design/JIT.md; docs/cpu-core.md):
+
+1. interp.run counts arrivals at each block start (by RAM offset) and
+   queues the ones that reach the threshold in `jreq`.
+2. `service` (called by Hart.run between core runs) takes the requests:
+   it snapshots the 4 KiB page, finds the region (region.py), marks the
+   page's chunks as code so that stores to them take the slow path from
+   now on, and hands the region to the compile thread (or compiles it at
+   once in synchronous mode).
+3. The compile thread turns it into IR (ir.py) and an object (backend.py),
+   with llvmlite releasing the GIL while LLVM works.
+4. `service` links finished objects into the W^X code cache
+   (codecache.py) and publishes them in `jtab`, unless the page changed
+   since the snapshot (its version moved): then the work is dropped.
+
+All state is in this object and its arrays, none in globals: a second hart
+would share the tables (translations are keyed by physical address) and
+call `invalidate_range`/`flush` as the one way to drop code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vmkit.cpu import state as S
+from vmkit.cpu.codecache import CacheFull, CodeCache, CodeCacheError
+from vmkit.cpu.jitconfig import JitConfig, JitError  # noqa: F401  (JitError: raised by jitcheck)
+from vmkit.cpu.region import Region, find_region
+
+NEVER = -(1 << 40)        # hotness of a block start that cannot be translated
+_CALL = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 7), ctypes.c_int64)
+
+
+@dataclass
+class Job:
+    roff: int
+    vpc: int
+    version: int
+    region: Region
+    name: str
+    obj: bytes | None = None
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class JitStats:
+    regions: int = 0           # translations installed
+    blocks: int = 0
+    guest_insns: int = 0       # instructions covered by installed translations
+    untranslatable: int = 0    # block starts whose first instruction needs the interpreter
+    stale: int = 0             # compiled, but the page changed meanwhile
+    failed: int = 0
+    compile_seconds: float = 0.0
+    link_seconds: float = 0.0
+    checked: int = 0           # lockstep comparisons made (--jit check)
+    errors: list = field(default_factory=list)
+
+
+class Translator:
+    def __init__(self, ram: np.ndarray, config: JitConfig, rvc: np.ndarray):
+        self.ram = ram
+        self.config = config
+        self.rvc = rvc
+        self.jtab, self.pages, self.jreq = S.new_jit_tables(len(ram))
+        self.cache = CodeCache(config.cache_size)
+        from vmkit.cpu.helpers import fp_op_address
+        self.fp_helper = fp_op_address()
+        self.stats = JitStats()
+        self.harts = []
+        self._serial = 0
+        self._pending: dict[tuple[int, int], Job] = {}
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._backend = None
+
+    # --- wiring ----------------------------------------------------------------------
+    def attach(self, hart) -> None:
+        """Make `hart` use this tier (its st[] settings and tables)."""
+        self.harts.append(hart)
+        self.configure(hart)
+
+    def configure(self, hart) -> None:
+        st = hart.st
+        st[S.JIT_THRESHOLD] = self.config.threshold if self.config.enabled else 0
+        st[S.JIT_SYNC] = 1 if self.config.sync else 0
+        st[S.JIT_CHECK] = 1 if self.config.mode == "check" else 0
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.cache.close()
+
+    # --- requests and results ----------------------------------------------------------
+    def service(self) -> None:
+        """Take the interpreter's requests and install finished translations."""
+        n = int(self.jreq[0, 0])
+        if n:
+            reqs = [(int(self.jreq[i, 0]), int(self.jreq[i, 1])) for i in range(1, n + 1)]
+            self.jreq[0, 0] = 0
+            for roff, vpc in reqs:
+                self._request(roff, vpc)
+        while self._pending and not self._done.empty():
+            self._install(self._done.get())
+
+    def _request(self, roff: int, vpc: int) -> None:
+        if (roff, vpc) in self._pending:
+            return
+        page = roff >> 12
+        code = self.ram[page << 12:(page << 12) + 4096].tobytes()
+        region = find_region(code, vpc, self.rvc)
+        if region is None:
+            self.stats.untranslatable += 1
+            self._cool(roff, NEVER)
+            return
+        # From now on every store into these chunks invalidates the page
+        # (even before the translation is installed: the snapshot is taken).
+        self.pages[page, S.P_CODE] |= region.chunks
+        for hart in self.harts:
+            _drop_store_entries(hart, page << 12)
+        self._serial += 1
+        job = Job(roff, vpc, int(self.pages[page, S.P_VER]), region, f"t{self._serial}")
+        self._pending[(roff, vpc)] = job
+        if self.config.sync:
+            self._compile(job)
+            self._install(job)
+        else:
+            self._start_thread()
+            self._jobs.put(job)
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._compile_loop, name="vmkit-translator",
+                                            daemon=True)
+            self._thread.start()
+
+    def _compile_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._compile(job)
+            self._done.put(job)
+
+    def _compile(self, job: Job) -> None:
+        from vmkit.cpu.backend import Backend, BackendError
+        from vmkit.cpu.ir import region_ir
+        t0 = time.perf_counter()
+        try:
+            if self._backend is None:
+                self._backend = Backend()
+            job.obj = self._backend.compile(region_ir(job.region, job.name, self.fp_helper))
+        except BackendError as e:
+            job.error = str(e)
+        job.seconds = time.perf_counter() - t0
+
+    def _install(self, job: Job) -> None:
+        self._pending.pop((job.roff, job.vpc), None)
+        self.stats.compile_seconds += job.seconds
+        if job.obj is None:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 10:
+                self.stats.errors.append(f"{job.vpc:#x}: {job.error}")
+            self._cool(job.roff, NEVER)
+            return
+        page = job.roff >> 12
+        if int(self.pages[page, S.P_VER]) != job.version:
+            self.stats.stale += 1
+            self._cool(job.roff, 0)
+            return
+        t0 = time.perf_counter()
+        try:
+            try:
+                addr = self.cache.install(job.obj, job.name)
+            except CacheFull:
+                self.flush()
+                self.pages[page, S.P_CODE] |= job.region.chunks
+                for hart in self.harts:
+                    _drop_store_entries(hart, page << 12)
+                job.version = int(self.pages[page, S.P_VER])
+                addr = self.cache.install(job.obj, job.name)
+        except (CodeCacheError, CacheFull) as e:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 10:
+                self.stats.errors.append(f"{job.vpc:#x}: {e or 'larger than the code cache'}")
+            self._cool(job.roff, NEVER)
+            return
+        self.stats.link_seconds += time.perf_counter() - t0
+        from vmkit.cpu.codepages import code_hash
+        h = code_hash(job.roff)
+        row = self.jtab[h]
+        row[S.J_KEY] = job.roff
+        row[S.J_VPC] = job.vpc
+        row[S.J_FN] = addr
+        row[S.J_VER] = job.version
+        self.stats.regions += 1
+        self.stats.blocks += len(job.region.blocks)
+        self.stats.guest_insns += job.region.insn_count
+
+    def _cool(self, roff: int, hot: int) -> None:
+        from vmkit.cpu.codepages import code_hash
+        h = code_hash(roff)
+        if self.jtab[h, S.J_HOT_KEY] == roff:
+            self.jtab[h, S.J_HOT] = hot
+
+    # --- invalidation -------------------------------------------------------------------
+    def invalidate_range(self, roff: int, length: int) -> None:
+        """RAM bytes [roff, roff+length) were written from outside the hart
+        (device DMA, image loading): drop translations made from them."""
+        if length <= 0:
+            return
+        from vmkit.cpu.codepages import code_write_page
+        first, last = roff >> 12, (roff + length - 1) >> 12
+        marked = np.flatnonzero(self.pages[first:last + 1, S.P_CODE])
+        for i in marked:
+            p = first + int(i)
+            lo = roff - (p << 12) if p == first else 0
+            hi = (roff + length - 1) - (p << 12) if p == last else 4095
+            code_write_page(self.pages, p, lo, hi)
+
+    def flush(self) -> None:
+        """Drop every translation (a full cache, a reboot that reloads RAM)."""
+        self.jtab[:, S.J_KEY] = -1
+        self.jtab[:, S.J_HOT] = 0
+        self.pages[:, S.P_CODE] = 0
+        self.pages[:, S.P_VER] += 1
+        self.cache.flush()
+
+    # --- --jit check ----------------------------------------------------------------------
+    def check_call(self, hart) -> None:
+        """Run the translation the interpreter stopped at, then the interpreter
+        over the same instructions from the same state; JitError on any
+        difference (the interpreter is the oracle)."""
+        from vmkit.cpu.jitcheck import run_checked
+        run_checked(self, hart)
+        self.stats.checked += 1
+
+    def call(self, hart, slot: int, limit: int) -> int:
+        """Call translation `slot` directly (ctypes) on the hart's arrays."""
+        fn = _CALL(int(self.jtab[slot, S.J_FN]))
+        return fn(*(a.ctypes.data for a in (hart.x, hart.f, hart.csr, hart.st, hart.ram,
+                                            hart.tlb_tag, hart.tlb_off)), limit)
+
+    # --- reporting --------------------------------------------------------------------------
+    def memory_overhead(self) -> int:
+        """Host bytes the tier holds for this VM: tables plus code written."""
+        return self.jtab.nbytes + self.pages.nbytes + self.jreq.nbytes + self.cache.used
+
+    def describe(self, instret: int, jit_insns: int) -> list[str]:
+        s = self.stats
+        share = 100.0 * jit_insns / instret if instret else 0.0
+        lines = [
+            f"jit: {s.regions} regions ({s.blocks} blocks, {s.guest_insns} guest instructions) "
+            f"translated, {s.untranslatable} block starts left to the interpreter",
+            f"jit: {share:.1f}% of instructions ran translated; compile {s.compile_seconds:.2f} s, "
+            f"link {s.link_seconds:.3f} s; {s.stale} stale, {s.failed} failed",
+            f"jit: code cache {self.cache.used / 2**20:.1f} of {self.cache.size / 2**20:.0f} MiB, "
+            f"{self.cache.flushes} flushes; tier memory {self.memory_overhead() / 2**20:.1f} MiB",
+        ]
+        if s.checked:
+            lines.append(f"jit: {s.checked} translated runs checked against the interpreter")
+        lines += [f"jit: failed: {e}" for e in s.errors[:3]]
+        return lines
+
+
+def _drop_store_entries(hart, page_off: int) -> None:
+    """Remove store-TLB entries for a RAM page that now holds translated code."""
+    row = hart.tlb_tag[S.TLB_STORE]
+    hit = (hart.tlb_off[S.TLB_STORE] == page_off) & (row != S.TLB_INVALID)
+    if hit.any():
+        row[hit] = S.TLB_INVALID
