@@ -84,10 +84,10 @@ class BatchReport:
 
 
 def run_batch(seeds: list[int], length: int, name: str, *, vmkit: bool = True,
-              timeout: float = 60, build_dir: Path = BUILD_DIR) -> BatchReport:
+              timeout: float = 60, build_dir: Path = BUILD_DIR, jit: str = "on") -> BatchReport:
     elf = build_batch(seeds, length, name, build_dir)
     qemu = run_qemu(elf, timeout)
     report = BatchReport(name, seeds, length, elf, qemu, None)
     if vmkit and report.qemu_problem() is None:
-        report.vmkit = run_vmkit(elf, timeout)
+        report.vmkit = run_vmkit(elf, timeout, jit)
     return report

@@ -80,10 +80,28 @@ def vmkit_command(elf: Path, timeout: float) -> list[str]:
             "--timeout", str(int(timeout))]
 
 
-def _run(cmd: list[str], timeout: float) -> RunResult:
+# The CPU tiers every guest program runs under (environment for `vmkit run`,
+# read by vmkit.cpu.jitconfig.JitConfig.from_env).  "on" is the default
+# (translate blocks once hot, in the background); the others force each
+# path at every block: translation at first execution (baseline tier),
+# the optimizing tier at once, and the lockstep check against the interpreter.
+JIT_MODES = {
+    "on": {},
+    "interp": {"VMKIT_JIT": "off"},
+    "first": {"VMKIT_JIT_THRESHOLD": "1"},
+    "first-opt": {"VMKIT_JIT_THRESHOLD": "1", "VMKIT_JIT_OPTIMIZE_AFTER": "1"},
+    "check": {"VMKIT_JIT": "check", "VMKIT_JIT_THRESHOLD": "1"},
+}
+
+
+def _run(cmd: list[str], timeout: float, env: dict | None = None) -> RunResult:
+    full_env = None
+    if env:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("VMKIT_JIT")}
+        full_env.update(env)
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, cwd=REPO)
+                              timeout=timeout, cwd=REPO, env=full_env)
     except subprocess.TimeoutExpired as e:
         return RunResult(None, e.stdout or b"", e.stderr or b"", timed_out=True)
     return RunResult(proc.returncode, proc.stdout, proc.stderr)
@@ -94,6 +112,7 @@ def run_qemu(elf: Path, timeout: float = 60) -> RunResult:
     return _run(qemu_command(elf), timeout + STARTUP_SLACK["qemu"])
 
 
-def run_vmkit(elf: Path, timeout: float = 60) -> RunResult:
-    """Run `elf` under vmkit with the deterministic clock; (exit_status, console)."""
-    return _run(vmkit_command(elf, timeout), timeout + STARTUP_SLACK["vmkit"])
+def run_vmkit(elf: Path, timeout: float = 60, jit: str = "on") -> RunResult:
+    """Run `elf` under vmkit with the deterministic clock and the CPU tiers of
+    JIT_MODES[jit]; (exit_status, console)."""
+    return _run(vmkit_command(elf, timeout), timeout + STARTUP_SLACK["vmkit"], JIT_MODES[jit])

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # for `tests.*`
 
-from tests.diff.harness import qemu_available, run_qemu, run_vmkit  # noqa: E402
+from tests.diff.harness import JIT_MODES, qemu_available, run_qemu, run_vmkit  # noqa: E402
 from tests.isa.build import CC, build_program, program_sources  # noqa: E402
 
 TIMEOUT = 60
@@ -41,12 +41,13 @@ def test_qemu(name):
 
 @needs_qemu
 @pytest.mark.vmkit
+@pytest.mark.parametrize("jit", list(JIT_MODES))
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_vmkit(name):
+def test_vmkit(name, jit):
     reference = qemu_result(name)
     if reference.exit_status != 0:
         pytest.skip(f"{name} does not pass under QEMU: see test_qemu")
-    result = run_vmkit(build_program(name), TIMEOUT)
+    result = run_vmkit(build_program(name), TIMEOUT, jit)
     assert result.exit_status == 0, f"{name} fails under vmkit\n{result.describe()}"
     # Documented difference: QEMU 7.2 implements Sv57, vmkit ignores the write.
     if b"satp-sv57:" in reference.console:

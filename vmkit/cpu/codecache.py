@@ -27,6 +27,8 @@ import struct
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
+from vmkit.cpu.jitconfig import JitError
+
 ALIGN = 64
 
 R_X86_64_64 = 1
@@ -43,7 +45,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-class CodeCacheError(Exception):
+class CodeCacheError(JitError):
     """The cache could not be mapped, or an object cannot be linked into it."""
 
 

@@ -31,7 +31,7 @@ from vmkit.cpu.mmu import ACCESS_FETCH, in_ram, tlb_fill, tlb_flush
 from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system, needs_recheck
 from vmkit.cpu.trap import pending_interrupt, take_trap
 
-CHECK_INTERVAL = 256
+CHECK_INTERVAL = 1024
 FETCH_FAULT = -1
 
 
@@ -227,6 +227,15 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         break
                     r = call_translation(jtab[h, S.J_FN], x, f, csr, st, ram8, tlb_tag, tlb_off,
                                          check_at - n)
+                    calls = jtab[h, S.J_HOT] + 1
+                    jtab[h, S.J_HOT] = calls
+                    if calls == st[S.JIT_TIER2_CALLS] and jtab[h, S.J_TIER] == 1:
+                        k = jreq[0, 0]
+                        if k < S.JREQ_SIZE:
+                            jreq[k + 1, 0] = roff
+                            jreq[k + 1, 1] = pc
+                            jreq[k + 1, 2] = 2
+                            jreq[0, 0] = k + 1
                     n += r >> 2
                     st[S.STAT_JIT_INSNS] += r >> 2
                     st[S.STAT_JIT_CALLS] += 1
@@ -247,6 +256,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         if k < S.JREQ_SIZE:
                             jreq[k + 1, 0] = roff
                             jreq[k + 1, 1] = pc
+                            jreq[k + 1, 2] = 1
                             jreq[0, 0] = k + 1
                         if st[S.JIT_SYNC]:
                             st[S.RESUME_CHECK] = check_at - n + 1

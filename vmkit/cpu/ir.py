@@ -74,8 +74,9 @@ def _i64(v: int) -> int:
 class RegionIR:
     """Builds the IR of a region; `text()` returns the module."""
 
-    def __init__(self, region: Region, name: str, fp_helper: int):
+    def __init__(self, region: Region, name: str, fp_helper: int, cache_regs: bool):
         self.region = region
+        self.cache_regs = cache_regs
         self.name = name
         self.fp_helper = fp_helper
         self.fn = _Fn()
@@ -88,13 +89,20 @@ class RegionIR:
         if r == 0:
             return "0"
         self.used.add(r)
-        return self.fn.v(f"load i64, ptr %r{r}")
+        if self.cache_regs:
+            return self.fn.v(f"load i64, ptr %r{r}")
+        p = self.fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
+        return self.fn.v(f"load i64, ptr {p}")
 
     def set(self, r: int, value: str) -> None:
         if r:
             self.used.add(r)
             self.written.add(r)
-            self.fn.emit(f"store i64 {value}, ptr %r{r}")
+            if self.cache_regs:
+                self.fn.emit(f"store i64 {value}, ptr %r{r}")
+            else:
+                p = self.fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
+                self.fn.emit(f"store i64 {value}, ptr {p}")
 
     def st_ptr(self, index: int) -> str:
         return self.fn.v(f"getelementptr inbounds i64, ptr %st, i64 {index}")
@@ -104,10 +112,19 @@ class RegionIR:
         """Go to the common exit with st[PC] = pc; `adj` instructions of the
         current block's budget were not retired."""
         fn = self.fn
-        fn.emit(f"store i64 {pc}, ptr %xpc")
-        fn.emit(f"store i64 {adj}, ptr %xadj")
-        fn.emit(f"store i64 {flag}, ptr %xflag")
-        fn.emit("br label %exit")
+        if self.cache_regs:
+            fn.emit(f"store i64 {pc}, ptr %xpc")
+            fn.emit(f"store i64 {adj}, ptr %xadj")
+            fn.emit(f"store i64 {flag}, ptr %xflag")
+            fn.emit("br label %exit")
+            return
+        fn.emit(f"store i64 {pc}, ptr %stpc")
+        rem = fn.v("load i64, ptr %rem")
+        done = fn.v(f"sub i64 %limit, {rem}")
+        retired = fn.v(f"sub i64 {done}, {adj}")
+        shifted = fn.v(f"shl i64 {retired}, 2")
+        ret = fn.v(f"or i64 {shifted}, {flag}")
+        fn.emit(f"ret i64 {ret}")
 
     def stub(self, pc: int, adj: int, flag: int) -> str:
         """A label that leaves with these values (branch targets outside the region)."""
@@ -149,20 +166,21 @@ class RegionIR:
         shifted = fn.v(f"shl i64 {retired}, 2")
         ret = fn.v(f"or i64 {shifted}, {flag}")
         fn.emit(f"ret i64 {ret}")
-        exit_lines = fn.lines
+        exit_lines = fn.lines if self.cache_regs else []
         fn.lines = []
         fn.label("entry")
         for var in ("rem", "xpc", "xadj", "xflag"):
             fn.emit(f"%{var} = alloca i64")
-        for r in sorted(self.used):
+        for r in sorted(self.used) if self.cache_regs else ():
             fn.emit(f"%r{r} = alloca i64")
         fn.emit("store i64 %limit, ptr %rem")
-        for r in sorted(self.used):
+        for r in sorted(self.used) if self.cache_regs else ():
             p = fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
             val = fn.v(f"load i64, ptr {p}")
             fn.emit(f"store i64 {val}, ptr %r{r}")
         ctxp = self.st_ptr(S.TLB_CTX)
         fn.emit(f"%ctx = load i64, ptr {ctxp}")
+        fn.emit(f"%stpc = getelementptr inbounds i64, ptr %st, i64 {S.PC}")
         fn.emit(f"br label %b{self.region.entry & 0xFFF:x}")
         entry_lines = fn.lines
         args = ", ".join(f"ptr noalias nocapture %{a}" for a in
@@ -471,6 +489,9 @@ class RegionIR:
         return False
 
 
-def region_ir(region: Region, name: str, fp_helper: int) -> str:
-    """The LLVM module text for `region`, defining the function `name`."""
-    return RegionIR(region, name, fp_helper).text()
+def region_ir(region: Region, name: str, fp_helper: int, cache_regs: bool = False) -> str:
+    """The LLVM module text for `region`, defining the function `name`.
+    With cache_regs, guest registers live in allocas for LLVM to promote
+    (the optimizing tier); otherwise every access goes to x[] (cheap to
+    compile: the baseline tier)."""
+    return RegionIR(region, name, fp_helper, cache_regs).text()

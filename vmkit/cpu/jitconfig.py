@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 MODES = ("on", "off", "check")
 DEFAULT_THRESHOLD = 64
+DEFAULT_OPTIMIZE_AFTER = 1000
 DEFAULT_CACHE_SIZE = 64 << 20
 
 
@@ -27,16 +28,21 @@ class JitConfig:
     difference).  Block starts reached `threshold` times are translated;
     threshold 1 translates every block at its first execution, synchronously.
     `cache_size`: bytes of translated code at most (flushed when full).
+    A translation entered `optimize_after` times is compiled again by the
+    optimizing tier (0: never).
     """
     mode: str = "on"
     threshold: int = DEFAULT_THRESHOLD
     cache_size: int = DEFAULT_CACHE_SIZE
+    optimize_after: int = DEFAULT_OPTIMIZE_AFTER
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise JitError(f"--jit must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.threshold < 1:
             raise JitError(f"the translation threshold must be at least 1, not {self.threshold}")
+        if self.optimize_after < 0:
+            raise JitError(f"optimize_after must be 0 (never) or more, not {self.optimize_after}")
         if self.cache_size < 1 << 20:
             raise JitError(f"the code cache needs at least 1 MiB, not {self.cache_size} bytes")
 
@@ -51,14 +57,23 @@ class JitConfig:
 
     @classmethod
     def from_env(cls, mode: str | None = None, threshold: int | None = None,
-                 cache_size: int | None = None) -> "JitConfig":
-        """Explicit values, else $VMKIT_JIT / $VMKIT_JIT_THRESHOLD (how the test
-        suite runs everything under every mode), else the defaults."""
+                 cache_size: int | None = None, optimize_after: int | None = None) -> "JitConfig":
+        """Explicit values, else $VMKIT_JIT, $VMKIT_JIT_THRESHOLD and
+        $VMKIT_JIT_OPTIMIZE_AFTER (how the test suite runs every guest under
+        every mode), else the defaults."""
         mode = mode or os.environ.get("VMKIT_JIT") or "on"
         if threshold is None:
-            text = os.environ.get("VMKIT_JIT_THRESHOLD")
-            try:
-                threshold = int(text) if text else DEFAULT_THRESHOLD
-            except ValueError:
-                raise JitError(f"VMKIT_JIT_THRESHOLD={text!r}: not a number") from None
-        return cls(mode, threshold, cache_size or DEFAULT_CACHE_SIZE)
+            threshold = _env_int("VMKIT_JIT_THRESHOLD", DEFAULT_THRESHOLD)
+        if optimize_after is None:
+            optimize_after = _env_int("VMKIT_JIT_OPTIMIZE_AFTER", DEFAULT_OPTIMIZE_AFTER)
+        return cls(mode, threshold, cache_size or DEFAULT_CACHE_SIZE, optimize_after)
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise JitError(f"{name}={text!r}: not a number") from None

@@ -19,8 +19,8 @@ from vmkit.cpu.amo import amo_op_valid
 from vmkit.cpu.decode import funct3, imm_b, imm_j
 
 MAX_BLOCK_INSNS = 64      # longer straight-line runs are split (budget granularity)
-MAX_REGION_INSNS = 1024
-MAX_REGION_BLOCKS = 256
+MAX_REGION_INSNS = 96
+MAX_REGION_BLOCKS = 64
 
 # What an instruction does to control flow.
 FLOW_NEXT = 0     # falls through
@@ -157,7 +157,7 @@ def find_region(code: bytes, entry: int, rvc) -> Region | None:
     seen = set()
     total = 0
     while work and total < MAX_REGION_INSNS and len(leaders) < MAX_REGION_BLOCKS:
-        pc = work.pop()
+        pc = work.pop(0)  # breadth first: the code nearest the entry
         if pc in seen:
             continue
         while total < MAX_REGION_INSNS:

@@ -82,6 +82,7 @@ JIT_CALL_SLOT = 43
 JIT_CALL_LIMIT = 44
 RESUME_LOOKUP = 45
 STOP_AT_BUDGET = 46
+JIT_TIER2_CALLS = 47     # a baseline translation entered this often is optimized
 ST_SIZE = 48
 
 # --- exit reasons -----------------------------------------------------------------
@@ -115,14 +116,16 @@ J_VPC = 1             # the virtual pc it was translated for (auipc/jal see it)
 J_FN = 2              # host address of the translation
 J_VER = 3             # pages[page, P_VER] when it was translated
 J_HOT_KEY = 4         # hotness counter: RAM offset counted ...
-J_HOT = 5             # ... and how often it was reached
-J_COLUMNS = 6
+J_HOT = 5             # ... how often it was reached (once translated: entered)
+J_TIER = 6            # 1: baseline translation, 2: optimized (see backend.py)
+J_COLUMNS = 7
 # pages: per 4 KiB RAM page.
 P_CODE = 0            # bit i: bytes [64i, 64i+64) of the page are translated
 P_VER = 1             # bumped whenever the page's translations become stale
 P_COLUMNS = 2
 # jreq: translation requests from the interpreter; [0, 0] is the count.
 JREQ_SIZE = 64
+JREQ_COLUMNS = 3      # RAM offset, virtual pc, tier wanted
 
 
 def new_jit_tables(ram_size: int):
@@ -130,7 +133,7 @@ def new_jit_tables(ram_size: int):
     jtab = np.full((JTAB_SIZE, J_COLUMNS), -1, dtype=np.int64)
     jtab[:, J_HOT] = 0
     pages = np.zeros((max(1, ram_size >> 12), P_COLUMNS), dtype=np.int64)
-    jreq = np.zeros((JREQ_SIZE + 1, 2), dtype=np.int64)
+    jreq = np.zeros((JREQ_SIZE + 1, JREQ_COLUMNS), dtype=np.int64)
     return jtab, pages, jreq
 
 

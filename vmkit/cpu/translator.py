@@ -43,6 +43,7 @@ _CALL = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 7), ctypes.c_int6
 class Job:
     roff: int
     vpc: int
+    tier: int
     version: int
     region: Region
     name: str
@@ -54,6 +55,7 @@ class Job:
 @dataclass
 class JitStats:
     regions: int = 0           # translations installed
+    optimized: int = 0         # of which by the optimizing tier
     blocks: int = 0
     guest_insns: int = 0       # instructions covered by installed translations
     untranslatable: int = 0    # block starts whose first instruction needs the interpreter
@@ -94,6 +96,7 @@ class Translator:
         st[S.JIT_THRESHOLD] = self.config.threshold if self.config.enabled else 0
         st[S.JIT_SYNC] = 1 if self.config.sync else 0
         st[S.JIT_CHECK] = 1 if self.config.mode == "check" else 0
+        st[S.JIT_TIER2_CALLS] = self.config.optimize_after or -1
 
     def close(self) -> None:
         if self._thread is not None:
@@ -107,16 +110,19 @@ class Translator:
         """Take the interpreter's requests and install finished translations."""
         n = int(self.jreq[0, 0])
         if n:
-            reqs = [(int(self.jreq[i, 0]), int(self.jreq[i, 1])) for i in range(1, n + 1)]
+            reqs = [tuple(int(v) for v in self.jreq[i]) for i in range(1, n + 1)]
             self.jreq[0, 0] = 0
-            for roff, vpc in reqs:
-                self._request(roff, vpc)
+            for roff, vpc, tier in reqs:
+                self.request(roff, vpc, tier)
         while self._pending and not self._done.empty():
             self._install(self._done.get())
 
-    def _request(self, roff: int, vpc: int) -> None:
-        if (roff, vpc) in self._pending:
+    def request(self, roff: int, vpc: int, tier: int = 1) -> None:
+        """Translate the block start at RAM offset roff, virtual pc vpc."""
+        if (roff, vpc, tier) in self._pending:
             return
+        if tier == 2 and self._installed(roff, vpc) != 1:
+            return  # its baseline translation went away meanwhile
         page = roff >> 12
         code = self.ram[page << 12:(page << 12) + 4096].tobytes()
         region = find_region(code, vpc, self.rvc)
@@ -130,8 +136,8 @@ class Translator:
         for hart in self.harts:
             _drop_store_entries(hart, page << 12)
         self._serial += 1
-        job = Job(roff, vpc, int(self.pages[page, S.P_VER]), region, f"t{self._serial}")
-        self._pending[(roff, vpc)] = job
+        job = Job(roff, vpc, tier, int(self.pages[page, S.P_VER]), region, f"t{self._serial}")
+        self._pending[(roff, vpc, tier)] = job
         if self.config.sync:
             self._compile(job)
             self._install(job)
@@ -160,13 +166,14 @@ class Translator:
         try:
             if self._backend is None:
                 self._backend = Backend()
-            job.obj = self._backend.compile(region_ir(job.region, job.name, self.fp_helper))
+            ir = region_ir(job.region, job.name, self.fp_helper, cache_regs=job.tier == 2)
+            job.obj = self._backend.compile(ir, job.tier)
         except BackendError as e:
             job.error = str(e)
         job.seconds = time.perf_counter() - t0
 
     def _install(self, job: Job) -> None:
-        self._pending.pop((job.roff, job.vpc), None)
+        self._pending.pop((job.roff, job.vpc, job.tier), None)
         self.stats.compile_seconds += job.seconds
         if job.obj is None:
             self.stats.failed += 1
@@ -204,9 +211,22 @@ class Translator:
         row[S.J_VPC] = job.vpc
         row[S.J_FN] = addr
         row[S.J_VER] = job.version
+        row[S.J_TIER] = job.tier
+        row[S.J_HOT_KEY] = job.roff
+        row[S.J_HOT] = 0  # from now on: how often it is entered
         self.stats.regions += 1
+        self.stats.optimized += job.tier == 2
         self.stats.blocks += len(job.region.blocks)
         self.stats.guest_insns += job.region.insn_count
+
+    def _installed(self, roff: int, vpc: int) -> int:
+        """Tier of the valid translation for (roff, vpc), or 0."""
+        from vmkit.cpu.codepages import code_hash
+        row = self.jtab[code_hash(roff)]
+        if (row[S.J_KEY] == roff and row[S.J_VPC] == vpc
+                and row[S.J_VER] == self.pages[roff >> 12, S.P_VER]):
+            return int(row[S.J_TIER])
+        return 0
 
     def _cool(self, roff: int, hot: int) -> None:
         from vmkit.cpu.codepages import code_hash
@@ -243,8 +263,13 @@ class Translator:
         over the same instructions from the same state; JitError on any
         difference (the interpreter is the oracle)."""
         from vmkit.cpu.jitcheck import run_checked
+        slot = int(hart.st[S.JIT_CALL_SLOT])
         run_checked(self, hart)
         self.stats.checked += 1
+        row = self.jtab[slot]
+        row[S.J_HOT] += 1
+        if row[S.J_HOT] == self.config.optimize_after and row[S.J_TIER] == 1:
+            self.request(int(row[S.J_KEY]), int(row[S.J_VPC]), 2)
 
     def call(self, hart, slot: int, limit: int) -> int:
         """Call translation `slot` directly (ctypes) on the hart's arrays."""
@@ -262,7 +287,8 @@ class Translator:
         share = 100.0 * jit_insns / instret if instret else 0.0
         lines = [
             f"jit: {s.regions} regions ({s.blocks} blocks, {s.guest_insns} guest instructions) "
-            f"translated, {s.untranslatable} block starts left to the interpreter",
+            f"translated, {s.optimized} of them optimized; {s.untranslatable} block starts "
+            f"left to the interpreter",
             f"jit: {share:.1f}% of instructions ran translated; compile {s.compile_seconds:.2f} s, "
             f"link {s.link_seconds:.3f} s; {s.stale} stale, {s.failed} failed",
             f"jit: code cache {self.cache.used / 2**20:.1f} of {self.cache.size / 2**20:.0f} MiB, "

@@ -114,10 +114,10 @@ def _show_vm(vm: dict, fmt: Format) -> None:
         print(vm["console_tail"][-1500:])
 
 
-def _spec(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append) -> dict:
+def _spec(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, jit) -> dict:
     return {"name": name, "image": image, "cpus": cpus, "memory_mib": _size_mib(memory, "--memory"),
             "disk_gib": _disk_gib(disk), "net": net, "hostfwd": forward or [], "restart": restart,
-            "limits": {"cpu_weight": cpu_weight, "cpu_max": cpu_max}, "append": append}
+            "limits": {"cpu_weight": cpu_weight, "cpu_max": cpu_max}, "append": append, "jit": jit}
 
 
 def _wait_state(name: str, states: tuple[str, ...], timeout: float) -> dict:
@@ -143,12 +143,13 @@ def _wait_running(name: str, timeout: float = 180) -> dict:
 def register(app: typer.Typer) -> None:
     """Add the daemon verbs to the main `vmkit` app."""
 
-    def define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, start, fmt):
+    def define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, jit, start, fmt):
         if name is None:
             import secrets
             name = f"vm-{secrets.token_hex(3)}"
         vm = _call("POST", "/v1/vms", params={"start": start},
-                   json=_spec(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append))
+                   json=_spec(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append,
+                              jit))
         if start:
             vm = _wait_running(name)
         if fmt == Format.json:
@@ -166,6 +167,7 @@ def register(app: typer.Typer) -> None:
         cpu_weight=typer.Option(100, "--cpu-weight", help="Share of host CPU under contention (1..10000)."),
         cpu_max=typer.Option(0.0, "--cpu-max", help="Hard cap in cores (0: none)."),
         append=typer.Option("", "--append", help="Extra kernel command line."),
+        jit=typer.Option("on", "--jit", help="The translating CPU tier: on, off or check (as vmkit run --jit)."),
     )
 
     @app.command()
@@ -174,9 +176,10 @@ def register(app: typer.Typer) -> None:
                cpus: int = opts["cpus"], memory: str = opts["memory"], disk: str = opts["disk"],
                net: bool = opts["net"], forward: Optional[list[str]] = opts["forward"],
                restart: str = opts["restart"], cpu_weight: int = opts["cpu_weight"],
-               cpu_max: float = opts["cpu_max"], append: str = opts["append"], fmt: Format = FORMAT):
+               cpu_max: float = opts["cpu_max"], append: str = opts["append"], jit: str = opts["jit"],
+               fmt: Format = FORMAT):
         """Create a VM from an image and start it (needs vmkitd: `vmkit daemon`)."""
-        define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, True, fmt)
+        define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, jit, True, fmt)
 
     @app.command()
     def create(name: str = typer.Argument(..., help="VM name (a DNS label)."),
@@ -184,9 +187,10 @@ def register(app: typer.Typer) -> None:
                cpus: int = opts["cpus"], memory: str = opts["memory"], disk: str = opts["disk"],
                net: bool = opts["net"], forward: Optional[list[str]] = opts["forward"],
                restart: str = opts["restart"], cpu_weight: int = opts["cpu_weight"],
-               cpu_max: float = opts["cpu_max"], append: str = opts["append"], fmt: Format = FORMAT):
+               cpu_max: float = opts["cpu_max"], append: str = opts["append"], jit: str = opts["jit"],
+               fmt: Format = FORMAT):
         """Define a VM without starting it."""
-        define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, False, fmt)
+        define(name, image, cpus, memory, disk, net, forward, restart, cpu_weight, cpu_max, append, jit, False, fmt)
 
     @app.command()
     def start(names: list[str] = typer.Argument(..., help="VM names.")):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,6 +55,9 @@ class Limits(BaseModel):
     console_log_bytes: int = Field(4 * MiB, ge=64 * 1024, le=1 << 30, description="serial.log cap")
 
 
+JitMode = Literal["on", "off", "check"]   # vmkit.cpu.jitconfig.MODES
+
+
 class VmSpec(BaseModel):
     """What a user asks for: the definition of a VM."""
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +73,8 @@ class VmSpec(BaseModel):
     restart: RestartPolicy = RestartPolicy.no
     limits: Limits = Field(default_factory=Limits)
     append: str = Field("", max_length=1024, description="extra kernel command line")
+    jit: JitMode = Field("on", description="the translating CPU tier: on, off (interpreter only), "
+                         "or check (every translation checked against the interpreter)")
 
     @field_validator("name")
     @classmethod
@@ -149,6 +154,7 @@ class WorkerConfig(BaseModel):
     hostfwd: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     clock: str = "host"
+    jit: JitMode = "on"
     uid: int | None = None                  # run as this uid/gid (sandbox.py) when started as root
     gid: int | None = None
 

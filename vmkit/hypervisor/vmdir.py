@@ -163,7 +163,7 @@ def worker_config(spec: VmSpec, vmdir: VmDir, image_dir: str | os.PathLike) -> W
     return WorkerConfig(name=spec.name, vm_dir=str(vmdir.path.absolute()), memory_mib=spec.memory_mib,
                         kernel=str(kernel), initrd=str(initrd), bios=str(bios), append=append,
                         disk=str(vmdir.disk.absolute()), net=spec.net, mac=vm_mac(spec.name),
-                        hostfwd=list(spec.hostfwd), limits=spec.limits)
+                        hostfwd=list(spec.hostfwd), limits=spec.limits, jit=spec.jit)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from vmkit.hypervisor.models import MiB, WorkerConfig
 from vmkit.hypervisor.pacer import Throttle
+from vmkit.cpu.jitconfig import JitConfig, JitError
 from vmkit.machine.console import Console
 
 log = logging.getLogger("vmkit.worker")
@@ -186,7 +187,7 @@ def build_machine(cfg: WorkerConfig, console: Console):
         net = parse_net("user" + "".join(",hostfwd=" + f for f in cfg.hostfwd), mac=cfg.mac)
     config = MachineConfig(memory=cfg.memory_mib * MiB, bios=cfg.bios, kernel=cfg.kernel, initrd=cfg.initrd,
                            append=cfg.append, clock=cfg.clock, disks=[DiskSpec(cfg.disk, "qcow2")], net=net,
-                           limits=cfg.limits)
+                           limits=cfg.limits, jit=JitConfig(mode=cfg.jit))
     return Machine(config, console)
 
 
@@ -600,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything the VM needs is open: give up what it does not (sandbox.py).
         limit = cfg.memory_mib * MiB + ADDRESS_SPACE_HEADROOM
         log.info("%s: sandbox: %s", cfg.name, ", ".join(harden(cfg.uid, cfg.gid, limit)))
-    except (WorkerError, MachineError, LoadError, NetSpecError, SandboxError) as e:
+    except (WorkerError, MachineError, LoadError, NetSpecError, SandboxError, JitError) as e:
         return _fail_to_start(str(e))
     except OSError as e:
         return _fail_to_start(f"{e.filename or ''}: {e.strerror}" if e.strerror else str(e))
