@@ -6,12 +6,13 @@ writable and executable, and nothing outside the cache is ever made
 executable (shared/design/RELIABILITY.md, the translating tier).  memfd,
 mmap and ftruncate are allowed by the worker's seccomp filter.
 
-Translations arrive as relocatable ELF objects (llvmlite's emit_object);
-`install` is a small static linker for them: it copies the allocated
-sections (.text, constant pools) into the cache and applies the x86-64
-relocations between them (System V ABI AMD64 supplement, 4.4).  An object
-that refers to anything outside itself is refused, so translated code can
-only call what its IR names by absolute address (helpers.py).
+Translations arrive as relocatable ELF objects (llvmlite's emit_object).
+`parse_object` (in the compile thread) reads their allocated sections
+(.text, constant pools) and the x86-64 relocations between them (System V
+ABI AMD64 supplement 4.4); `install` (in the VM thread) places them and
+applies the relocations: a small static linker.  An object that refers to
+anything outside itself is refused, so translated code can only call what
+its IR names by absolute address (helpers.py).
 
 Allocation is a bump pointer; when the cache is full the caller flushes it
 whole (QEMU's and RVVM's policy), which is safe because translations never
@@ -19,13 +20,9 @@ link to each other: every exit returns to the interpreter.
 """
 
 import ctypes
-import io
 import mmap
 import os
 import struct
-
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
 
 from vmkit.cpu.jitconfig import JitError
 
@@ -92,61 +89,116 @@ class CodeCache:
         self.used = 0
         self.flushes += 1
 
-    def install(self, obj: bytes, symbol: str) -> int:
-        """Link the ELF object into the cache; returns the executable address of `symbol`."""
-        elf = ELFFile(io.BytesIO(obj))
-        if elf["e_machine"] != "EM_X86_64":
-            raise CodeCacheError(f"object for {elf['e_machine']}, not x86-64")
-        placed = {}      # section index -> offset in the cache
-        images = {}
+    def install(self, obj: "LinkableObject") -> int:
+        """Place a parsed object in the cache; returns the executable address of its entry."""
         start = self.used
+        placed = []
         pos = start
-        for i, sec in enumerate(elf.iter_sections()):
-            if not sec["sh_flags"] & 0x2 or sec["sh_type"] != "SHT_PROGBITS":  # SHF_ALLOC
-                if sec["sh_flags"] & 0x2 and sec["sh_type"] == "SHT_NOBITS" and sec["sh_size"]:
-                    raise CodeCacheError(f"translation has a writable section {sec.name}")
-                continue
-            if sec["sh_flags"] & 0x1:  # SHF_WRITE: translations keep no data of their own
-                raise CodeCacheError(f"translation has a writable section {sec.name}")
-            align = max(ALIGN, sec["sh_addralign"] or 1)
+        for align, data in obj.sections:
             pos = (pos + align - 1) & ~(align - 1)
-            placed[i] = pos
-            images[i] = bytearray(sec.data())
-            pos += sec["sh_size"]
+            placed.append(pos)
+            pos += len(data)
         if pos > self.size:
             raise CacheFull
-        symtab = elf.get_section_by_name(".symtab")
-        entry = None
-        for sym in symtab.iter_symbols():
-            if sym.name == symbol:
-                entry = self._rx + placed[sym["st_shndx"]] + sym["st_value"]
-        if entry is None:
-            raise CodeCacheError(f"object has no symbol {symbol}")
-        for sec in elf.iter_sections():
-            if not isinstance(sec, RelocationSection):
-                continue
-            target = sec["sh_info"]
-            if target not in placed:
-                continue
-            for rel in sec.iter_relocations():
-                sym = symtab.get_symbol(rel["r_info_sym"])
-                shndx = sym["st_shndx"]
-                if not isinstance(shndx, int) or shndx not in placed:
-                    raise CodeCacheError(f"translation refers to {sym.name or shndx!r} outside itself")
-                s = self._rx + placed[shndx] + sym["st_value"]
-                p = self._rx + placed[target] + rel["r_offset"]
-                a = rel["r_addend"]
-                kind = rel["r_info_type"]
-                where = rel["r_offset"]
-                if kind == R_X86_64_64:
-                    struct.pack_into("<Q", images[target], where, (s + a) & (2**64 - 1))
-                elif kind == R_X86_64_PC64:
-                    struct.pack_into("<q", images[target], where, s + a - p)
-                elif kind in (R_X86_64_PC32, R_X86_64_PLT32):
-                    struct.pack_into("<i", images[target], where, s + a - p)
-                else:
-                    raise CodeCacheError(f"relocation type {kind} in a translation")
-        for i, off in placed.items():
-            ctypes.memmove(self._rw + off, bytes(images[i]), len(images[i]))
+        images = [bytearray(data) for _, data in obj.sections]
+        for target, where, kind, sym_sec, sym_value, addend in obj.relocations:
+            s = self._rx + placed[sym_sec] + sym_value
+            p = self._rx + placed[target] + where
+            if kind == R_X86_64_64:
+                struct.pack_into("<Q", images[target], where, (s + addend) & (2**64 - 1))
+            elif kind == R_X86_64_PC64:
+                struct.pack_into("<q", images[target], where, s + addend - p)
+            else:  # PC32 / PLT32: checked by parse_object
+                delta = s + addend - p
+                if not -2**31 <= delta < 2**31:
+                    raise CodeCacheError("a relocation does not fit in 32 bits")
+                struct.pack_into("<i", images[target], where, delta)
+        for off, image in zip(placed, images):
+            ctypes.memmove(self._rw + off, bytes(image), len(image))
         self.used = pos
-        return entry
+        return self._rx + placed[obj.entry[0]] + obj.entry[1]
+
+
+class LinkableObject:
+    """The allocated sections of an ELF object and the relocations between
+    them, checked and ready to place (`parse_object`)."""
+
+    def __init__(self, sections, relocations, entry):
+        self.sections = sections          # [(alignment, bytes)]
+        self.relocations = relocations    # [(section, offset, type, symbol's section, value, addend)]
+        self.entry = entry                # (section, offset) of the symbol asked for
+
+    @property
+    def size(self) -> int:
+        return sum(len(d) for _, d in self.sections)
+
+
+# ELF64 (System V gABI 4.1): header fields, section headers, symbols, relocations.
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_RELA = struct.Struct("<QQq")
+SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 1, 2, 4, 8
+SHF_WRITE, SHF_ALLOC = 1, 2
+EM_X86_64 = 62
+SHN_UNDEF = 0
+RELOCATIONS = (R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_PC64)
+
+
+def parse_object(obj: bytes, symbol: str) -> LinkableObject:
+    """Read an x86-64 relocatable object: every allocated section, the
+    relocations between them, and where `symbol` is.  Refuses (CodeCacheError)
+    writable data, unknown relocation types and any reference to a symbol
+    outside the object.  Runs in the compile thread: no cache access."""
+    try:
+        return _parse_object(obj, symbol)
+    except (struct.error, IndexError, UnicodeDecodeError) as e:
+        raise CodeCacheError(f"malformed object: {e}") from None
+
+
+def _parse_object(obj: bytes, symbol: str) -> LinkableObject:
+    (ident, _type, machine, _v, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum,
+     shentsize, shnum, _shstrndx) = _EHDR.unpack_from(obj, 0)
+    if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1 or machine != EM_X86_64:
+        raise CodeCacheError("not a little-endian x86-64 ELF64 object")
+    shdrs = [_SHDR.unpack_from(obj, shoff + i * shentsize) for i in range(shnum)]
+    index = {}                            # ELF section index -> our section number
+    sections = []
+    for i, (_name, kind, flags, _addr, off, size, _link, _info, align, _es) in enumerate(shdrs):
+        if not flags & SHF_ALLOC or size == 0:
+            continue
+        if flags & SHF_WRITE or kind == SHT_NOBITS:
+            raise CodeCacheError("translation has writable data")
+        if kind != SHT_PROGBITS:
+            continue
+        index[i] = len(sections)
+        sections.append((max(ALIGN, align or 1), obj[off:off + size]))
+    symtab = next((h for h in shdrs if h[1] == SHT_SYMTAB), None)
+    if symtab is None:
+        raise CodeCacheError("object has no symbol table")
+    strtab = shdrs[symtab[6]]
+    names = obj[strtab[4]:strtab[4] + strtab[5]]
+    symbols = [_SYM.unpack_from(obj, symtab[4] + k * _SYM.size) for k in range(symtab[5] // _SYM.size)]
+    entry = None
+    want = symbol.encode()
+    for st_name, _info, _other, shndx, value, _size in symbols:
+        if shndx in index and names[st_name:names.index(b"\0", st_name)] == want:
+            entry = (index[shndx], value)
+    if entry is None:
+        raise CodeCacheError(f"object has no symbol {symbol}")
+    relocations = []
+    for (_name, kind, _flags, _addr, off, size, _link, info, _align, _es) in shdrs:
+        if kind != SHT_RELA or info not in index:
+            continue
+        for k in range(size // _RELA.size):
+            where, rinfo, addend = _RELA.unpack_from(obj, off + k * _RELA.size)
+            sym, rtype = rinfo >> 32, rinfo & 0xFFFFFFFF
+            shndx, value = symbols[sym][3], symbols[sym][4]
+            if shndx == SHN_UNDEF or shndx not in index:
+                name_at = symbols[sym][0]
+                name = names[name_at:names.index(b"\0", name_at)].decode() or f"section {shndx}"
+                raise CodeCacheError(f"translation refers to {name} outside itself")
+            if rtype not in RELOCATIONS:
+                raise CodeCacheError(f"relocation type {rtype} in a translation")
+            relocations.append((index[info], where, rtype, index[shndx], value, addend))
+    return LinkableObject(sections, relocations, entry)

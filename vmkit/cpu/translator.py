@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,10 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vmkit.cpu import state as S
-from vmkit.cpu.codecache import CacheFull, CodeCache, CodeCacheError
+from vmkit.cpu.codecache import CacheFull, CodeCache, CodeCacheError, LinkableObject, parse_object
 from vmkit.cpu.jitconfig import JitConfig, JitError  # noqa: F401  (JitError: raised by jitcheck)
 from vmkit.cpu.region import Region, find_region
 
+SWITCH_INTERVAL = 0.0005
 NEVER = -(1 << 40)        # hotness of a block start that cannot be translated
 _CALL = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 7), ctypes.c_int64)
 
@@ -47,7 +49,7 @@ class Job:
     version: int
     region: Region
     name: str
-    obj: bytes | None = None
+    obj: LinkableObject | None = None
     error: str = ""
     seconds: float = 0.0
 
@@ -147,6 +149,11 @@ class Translator:
 
     def _start_thread(self) -> None:
         if self._thread is None:
+            # The compile thread holds the GIL while it builds IR; the VM
+            # thread needs it at every exit (MMIO, the console).  Python's
+            # default 5 ms switch interval would stall those exits for up to
+            # that long each; 0.5 ms keeps them short.
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             self._thread = threading.Thread(target=self._compile_loop, name="vmkit-translator",
                                             daemon=True)
             self._thread.start()
@@ -167,8 +174,8 @@ class Translator:
             if self._backend is None:
                 self._backend = Backend()
             ir = region_ir(job.region, job.name, self.fp_helper, cache_regs=job.tier == 2)
-            job.obj = self._backend.compile(ir, job.tier)
-        except BackendError as e:
+            job.obj = parse_object(self._backend.compile(ir, job.tier), job.name)
+        except (BackendError, CodeCacheError) as e:
             job.error = str(e)
         job.seconds = time.perf_counter() - t0
 
@@ -189,14 +196,14 @@ class Translator:
         t0 = time.perf_counter()
         try:
             try:
-                addr = self.cache.install(job.obj, job.name)
+                addr = self.cache.install(job.obj)
             except CacheFull:
                 self.flush()
                 self.pages[page, S.P_CODE] |= job.region.chunks
                 for hart in self.harts:
                     _drop_store_entries(hart, page << 12)
                 job.version = int(self.pages[page, S.P_VER])
-                addr = self.cache.install(job.obj, job.name)
+                addr = self.cache.install(job.obj)
         except (CodeCacheError, CacheFull) as e:
             self.stats.failed += 1
             if len(self.stats.errors) < 10:
