@@ -64,6 +64,7 @@ class _Fn:
 
     def label(self, name: str) -> None:
         self.lines.append(f"{name}:")
+        self.block = name
 
 
 def _i64(v: int) -> int:
@@ -83,6 +84,7 @@ class RegionIR:
         self.used = set()
         self.written = set()
         self.stubs = 0
+        self.exits = []
 
     # --- registers ---------------------------------------------------------------
     def get(self, r: int) -> str:
@@ -108,23 +110,13 @@ class RegionIR:
         return self.fn.v(f"getelementptr inbounds i64, ptr %st, i64 {index}")
 
     # --- exits ---------------------------------------------------------------------
-    def leave(self, pc: int | str, adj: int | str, flag: int) -> None:
-        """Go to the common exit with st[PC] = pc; `adj` instructions of the
-        current block's budget were not retired."""
-        fn = self.fn
-        if self.cache_regs:
-            fn.emit(f"store i64 {pc}, ptr %xpc")
-            fn.emit(f"store i64 {adj}, ptr %xadj")
-            fn.emit(f"store i64 {flag}, ptr %xflag")
-            fn.emit("br label %exit")
-            return
-        fn.emit(f"store i64 {pc}, ptr %stpc")
-        rem = fn.v("load i64, ptr %rem")
-        done = fn.v(f"sub i64 %limit, {rem}")
-        retired = fn.v(f"sub i64 {done}, {adj}")
-        shifted = fn.v(f"shl i64 {retired}, 2")
-        ret = fn.v(f"or i64 {shifted}, {flag}")
-        fn.emit(f"ret i64 {ret}")
+    def leave(self, pc: int | str, adj: int, flag: int) -> None:
+        """Go to the one exit with st[PC] = pc; `adj` instructions of the
+        current block's budget were not retired.  The exit block's phis
+        take (pc, (adj << 2) - flag) from each leaving block, so a side exit
+        costs a branch and two constants."""
+        self.exits.append((self.fn.block, pc, (adj << 2) - flag))
+        self.fn.emit("br label %exit")
 
     def stub(self, pc: int, adj: int, flag: int) -> str:
         """A label that leaves with these values (branch targets outside the region)."""
@@ -151,26 +143,22 @@ class RegionIR:
         body = fn.lines
         fn.lines = []
         fn.label("exit")
-        for r in sorted(self.written):
+        xpc = fn.v("phi i64 " + ", ".join(f"[ {pc}, %{b} ]" for b, pc, _ in self.exits))
+        xk = fn.v("phi i64 " + ", ".join(f"[ {k}, %{b} ]" for b, _, k in self.exits))
+        for r in sorted(self.written) if self.cache_regs else ():
             p = fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
             val = fn.v(f"load i64, ptr %r{r}")
             fn.emit(f"store i64 {val}, ptr {p}")
-        pcp = self.st_ptr(S.PC)
-        xpc = fn.v("load i64, ptr %xpc")
-        fn.emit(f"store i64 {xpc}, ptr {pcp}")
+        fn.emit(f"store i64 {xpc}, ptr %stpc")
         rem = fn.v("load i64, ptr %rem")
-        adj = fn.v("load i64, ptr %xadj")
-        flag = fn.v("load i64, ptr %xflag")
         done = fn.v(f"sub i64 %limit, {rem}")
-        retired = fn.v(f"sub i64 {done}, {adj}")
-        shifted = fn.v(f"shl i64 {retired}, 2")
-        ret = fn.v(f"or i64 {shifted}, {flag}")
+        shifted = fn.v(f"shl i64 {done}, 2")
+        ret = fn.v(f"sub i64 {shifted}, {xk}")   # (retired << 2) | flag
         fn.emit(f"ret i64 {ret}")
-        exit_lines = fn.lines if self.cache_regs else []
+        exit_lines = fn.lines
         fn.lines = []
         fn.label("entry")
-        for var in ("rem", "xpc", "xadj", "xflag"):
-            fn.emit(f"%{var} = alloca i64")
+        fn.emit("%rem = alloca i64")
         for r in sorted(self.used) if self.cache_regs else ():
             fn.emit(f"%r{r} = alloca i64")
         fn.emit("store i64 %limit, ptr %rem")

@@ -82,7 +82,9 @@ class Translator:
         self.harts = []
         self._serial = 0
         self._pending: dict[tuple[int, int], Job] = {}
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # Newest first: when the compile thread falls behind (a boot), the code
+        # that just got hot is likelier to still be running than older requests.
+        self._jobs: queue.LifoQueue = queue.LifoQueue()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._backend = None
