@@ -139,6 +139,11 @@ class Hart:
             return []
         return self.translator.describe(self.instret, int(self.st[S.STAT_JIT_INSNS]))
 
+    def hold_translation(self, held: bool) -> None:
+        """Pause (True) or resume background translation: the caller holds the VM."""
+        if self.translator is not None:
+            self.translator.hold(held)
+
     def close(self) -> None:
         if self.translator is not None:
             self.translator.close()

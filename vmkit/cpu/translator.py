@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vmkit.cpu import state as S
+from vmkit.cpu.backend import Backend, BackendError
 from vmkit.cpu.codecache import CacheFull, CodeCache, CodeCacheError, LinkableObject, parse_object
-from vmkit.cpu.jitconfig import JitConfig, JitError  # noqa: F401  (JitError: raised by jitcheck)
+from vmkit.cpu.codepages import code_hash, code_write_page
+from vmkit.cpu.ir import region_ir
+from vmkit.cpu.jitconfig import JitConfig
 from vmkit.cpu.region import Region, find_region
 
 SWITCH_INTERVAL = 0.0005
@@ -88,6 +91,10 @@ class Translator:
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._backend = None
+        # Cleared while the VM is held (paused, or throttled by the hypervisor's
+        # CPU pacer): compiling is the VM's CPU use too, so it waits as well.
+        self._may_compile = threading.Event()
+        self._may_compile.set()
 
     # --- wiring ----------------------------------------------------------------------
     def attach(self, hart) -> None:
@@ -105,6 +112,7 @@ class Translator:
     def close(self) -> None:
         if self._thread is not None:
             self._jobs.put(None)
+            self._may_compile.set()
             self._thread.join(timeout=5)
             self._thread = None
         self.cache.close()
@@ -160,17 +168,23 @@ class Translator:
                                             daemon=True)
             self._thread.start()
 
+    def hold(self, held: bool) -> None:
+        """Stop (True) or let go on (False) background compiling."""
+        if held:
+            self._may_compile.clear()
+        else:
+            self._may_compile.set()
+
     def _compile_loop(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
+            self._may_compile.wait()
             self._compile(job)
             self._done.put(job)
 
     def _compile(self, job: Job) -> None:
-        from vmkit.cpu.backend import Backend, BackendError
-        from vmkit.cpu.ir import region_ir
         t0 = time.perf_counter()
         try:
             if self._backend is None:
@@ -213,7 +227,6 @@ class Translator:
             self._cool(job.roff, NEVER)
             return
         self.stats.link_seconds += time.perf_counter() - t0
-        from vmkit.cpu.codepages import code_hash
         h = code_hash(job.roff)
         row = self.jtab[h]
         row[S.J_KEY] = job.roff
@@ -230,7 +243,6 @@ class Translator:
 
     def _installed(self, roff: int, vpc: int) -> int:
         """Tier of the valid translation for (roff, vpc), or 0."""
-        from vmkit.cpu.codepages import code_hash
         row = self.jtab[code_hash(roff)]
         if (row[S.J_KEY] == roff and row[S.J_VPC] == vpc
                 and row[S.J_VER] == self.pages[roff >> 12, S.P_VER]):
@@ -238,7 +250,6 @@ class Translator:
         return 0
 
     def _cool(self, roff: int, hot: int) -> None:
-        from vmkit.cpu.codepages import code_hash
         h = code_hash(roff)
         if self.jtab[h, S.J_HOT_KEY] == roff:
             self.jtab[h, S.J_HOT] = hot
@@ -249,7 +260,6 @@ class Translator:
         (device DMA, image loading): drop translations made from them."""
         if length <= 0:
             return
-        from vmkit.cpu.codepages import code_write_page
         first, last = roff >> 12, (roff + length - 1) >> 12
         marked = np.flatnonzero(self.pages[first:last + 1, S.P_CODE])
         for i in marked:

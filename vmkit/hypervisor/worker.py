@@ -476,8 +476,11 @@ class Worker:
                     continue
                 wait = self.throttle.wait_needed(time.process_time(), time.monotonic())
                 if wait > 0:
+                    # The CPU tier's compile thread is this VM's CPU use too.
+                    self.machine.hart.hold_translation(True)
                     self._wake.wait(min(wait, THROTTLE_SLEEP_MAX))
                     continue
+                self.machine.hart.hold_translation(False)
                 result = self.machine.run(timeout=SLICE_SECONDS)
                 if result.reason != "timeout":
                     self.result = result
@@ -502,6 +505,7 @@ class Worker:
         """Paused: run no instructions until resumed or killed."""
         since = time.monotonic_ns()
         self._parked.set()
+        self.machine.hart.hold_translation(True)
         try:
             while self._pause and self._kill_reason is None:
                 self._wake.clear()
