@@ -25,7 +25,7 @@ calls:
 
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
-from vmkit.cpu.decode import funct3, imm_i, imm_s, imm_u, rd, rs1, rs2
+from vmkit.cpu.decode import funct3, imm_i, imm_s, imm_u, rd, rs1, rs2, rs3
 from vmkit.cpu.region import FLOW_BRANCH, FLOW_JAL, FLOW_JALR, OPCODES_FP_OP, Region
 
 RET_LOOKUP = 1
@@ -39,6 +39,24 @@ FP_WRITES_X = (0x14, 0x18, 0x1C)
 
 def fp_writes_x(bits: int) -> bool:
     return (bits & 0x7F) == 0x53 and (bits >> 27) in FP_WRITES_X
+
+
+def fast_fp_op(bits: int) -> str | None:
+    """What ir.py does inline for an FP instruction: "sgnj" (double sign
+    injection), an LLVM op or "fma" (double arithmetic, with the helper as
+    fallback), or None (the helper only).  Static rounding modes other than
+    RNE and dynamic ones go through the same run-time check."""
+    opc = bits & 0x7F
+    rm = funct3(bits)
+    if opc in (0x43, 0x47, 0x4B, 0x4F):
+        return "fma" if (bits >> 25) & 3 == 1 and rm in (0, 7) else None
+    if opc != 0x53:
+        return None
+    f7 = bits >> 25
+    if f7 == 0x11 and rm <= 2:
+        return "sgnj"
+    ops = {0x01: "fadd", 0x05: "fsub", 0x09: "fmul", 0x0D: "fdiv"}
+    return ops.get(f7) if rm in (0, 7) else None
 
 
 def fp_reads_x(bits: int) -> bool:
@@ -85,6 +103,7 @@ class RegionIR:
         self.written = set()
         self.stubs = 0
         self.exits = []
+        self.uses_fma = False
 
     # --- registers ---------------------------------------------------------------
     def get(self, r: int) -> str:
@@ -175,6 +194,8 @@ class RegionIR:
                          ("x", "f", "csr", "st", "ram", "tag", "off"))
         head = [f"define i64 @{self.name}({args}, i64 %limit) #0 {{"]
         tail = ["}", "",
+                "declare double @llvm.fabs.f64(double)",
+                "declare double @llvm.fma.f64(double, double, double)",
                 'attributes #0 = { nounwind "no-jump-tables"="true" "frame-pointer"="none" }']
         return "\n".join(head + entry_lines + body + exit_lines + tail) + "\n"
 
@@ -320,7 +341,95 @@ class RegionIR:
             fn.emit(f"store i{8 * size} {v}, ptr {p}, align 1")
 
     def fp_op(self, insn) -> None:
-        """OP-FP and FMA through helpers.fp_op on the arrays (vmkit's exact FP)."""
+        """OP-FP and FMA: sign injection inline; double-precision arithmetic on
+        the host FPU when that gives vmkit's result bit for bit, else (and
+        for everything else) helpers.fp_op on the arrays (vmkit's exact FP)."""
+        b = insn.bits
+        op = fast_fp_op(b)
+        if op == "sgnj":
+            self.fp_sign_injection(insn)
+            return
+        if op is None:
+            self.fp_helper_call(insn)
+            return
+        fn = self.fn
+        self.stubs += 1
+        fast, slow, done = f"ff{self.stubs}", f"fs{self.stubs}", f"fd{self.stubs}"
+        fcsrp = fn.v(f"getelementptr inbounds i64, ptr %csr, i64 {C.FCSR}")
+        fcsr = fn.v(f"load i64, ptr {fcsrp}")
+        msp = fn.v(f"getelementptr inbounds i64, ptr %csr, i64 {C.MSTATUS}")
+        ms = fn.v(f"load i64, ptr {msp}")
+        # Preconditions: FS on; round to nearest even (static, or dynamic with
+        # frm = RNE); NX already set, so inexactness need not be computed.
+        cond = fn.v(f"icmp ne i64 {fn.v(f'and i64 {ms}, {C.MSTATUS_FS}')}, 0")
+        nx = fn.v(f"icmp ne i64 {fn.v(f'and i64 {fcsr}, 1')}, 0")
+        cond = fn.v(f"and i1 {cond}, {nx}")
+        if funct3(b) == 7:
+            frm = fn.v(f"and i64 {fn.v(f'lshr i64 {fcsr}, 5')}, 7")
+            cond = fn.v(f"and i1 {cond}, {fn.v(f'icmp eq i64 {frm}, 0')}")
+        operands = [rs1(b), rs2(b)] + ([rs3(b)] if (b & 0x7F) != 0x53 else [])
+        values = []
+        for r in operands:
+            p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {r}")
+            v = fn.v(f"bitcast i64 {fn.v(f'load i64, ptr {p}')} to double")
+            values.append(v)
+            cond = fn.v(f"and i1 {cond}, {self._finite(v)}")
+        a, c = values[0], values[1]
+        if op == "fma":
+            opc = b & 0x7F
+            if opc in (0x4B, 0x4F):          # fnmsub, fnmadd: -(a*b) ...
+                a = fn.v(f"fneg double {a}")
+            addend = values[2]
+            if opc in (0x47, 0x4F):          # fmsub, fnmadd: ... - c
+                addend = fn.v(f"fneg double {addend}")
+            r = fn.v(f"call double @llvm.fma.f64(double {a}, double {c}, double {addend})")
+            self.uses_fma = True
+        else:
+            r = fn.v(f"{op} double {a}, {c}")
+        # ... and a normal result: no overflow, underflow, invalid or x/0 to flag.
+        mag = fn.v(f"call double @llvm.fabs.f64(double {r})")
+        normal = fn.v(f"fcmp oge double {mag}, 0x0010000000000000")
+        finite = fn.v(f"fcmp olt double {mag}, 0x7FF0000000000000")
+        cond = fn.v(f"and i1 {cond}, {fn.v(f'and i1 {normal}, {finite}')}")
+        fn.emit(f"br i1 {cond}, label %{fast}, label %{slow}")
+        fn.label(fast)
+        fp = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
+        fn.emit(f"store i64 {fn.v(f'bitcast double {r} to i64')}, ptr {fp}")
+        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+        fn.emit(f"br label %{done}")
+        fn.label(slow)
+        self.fp_helper_call(insn)
+        fn.emit(f"br label %{done}")
+        fn.label(done)
+
+    def _finite(self, v: str) -> str:
+        mag = self.fn.v(f"call double @llvm.fabs.f64(double {v})")
+        return self.fn.v(f"fcmp olt double {mag}, 0x7FF0000000000000")
+
+    def fp_sign_injection(self, insn) -> None:
+        """fsgnj.d / fsgnjn.d / fsgnjx.d: bit operations, no flags (ISA vol. I 12.7)."""
+        fn = self.fn
+        b = insn.bits
+        msp = self.fs_check(insn)
+        vals = []
+        for r in (rs1(b), rs2(b)):
+            p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {r}")
+            vals.append(fn.v(f"load i64, ptr {p}"))
+        sign = -(1 << 63)
+        if funct3(b) == 0:
+            s = fn.v(f"and i64 {vals[1]}, {sign}")
+        elif funct3(b) == 1:
+            s = fn.v(f"and i64 {fn.v(f'xor i64 {vals[1]}, -1')}, {sign}")
+        else:
+            s = fn.v(f"and i64 {fn.v(f'xor i64 {vals[0]}, {vals[1]}')}, {sign}")
+        mag = fn.v(f"and i64 {vals[0]}, {(1 << 63) - 1}")
+        out = fn.v(f"or i64 {mag}, {s}")
+        p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
+        fn.emit(f"store i64 {out}, ptr {p}")
+        ms = fn.v(f"load i64, ptr {msp}")
+        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+
+    def fp_helper_call(self, insn) -> None:
         fn = self.fn
         b = insn.bits
         if fp_reads_x(b) and rs1(b):
