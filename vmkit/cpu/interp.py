@@ -31,7 +31,7 @@ from vmkit.cpu.mmu import ACCESS_FETCH, in_ram, tlb_fill, tlb_flush
 from vmkit.cpu.system import SYS_JUMP, SYS_TRAP, SYS_WFI, exec_system, needs_recheck
 from vmkit.cpu.trap import pending_interrupt, take_trap
 
-CHECK_INTERVAL = 1024
+CHECK_INTERVAL = 4096
 FETCH_FAULT = -1
 
 

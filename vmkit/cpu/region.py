@@ -20,6 +20,7 @@ from vmkit.cpu.decode import funct3, imm_b, imm_j
 
 MAX_BLOCK_INSNS = 64      # longer straight-line runs are split (budget granularity)
 MAX_REGION_INSNS = 96
+MAX_LOOP_INSNS = 48       # where the optimizing tier looks for the loops around a hot entry
 MAX_REGION_BLOCKS = 64
 
 # What an instruction does to control flow.
@@ -132,11 +133,15 @@ def _wrap(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
-def find_region(code: bytes, entry: int, rvc) -> Region | None:
+def find_region(code: bytes, entry: int, rvc, loops_only: bool = False) -> Region | None:
     """The region entered at virtual pc `entry` of the page whose bytes are `code`.
 
-    None when the entry instruction itself cannot be translated.
+    With loops_only (the optimizing tier's regions), just the loops through
+    the entry, looked for among the nearest MAX_LOOP_INSNS instructions,
+    when it is in one.  None when the entry instruction itself cannot be
+    translated.
     """
+    limit = MAX_LOOP_INSNS if loops_only else MAX_REGION_INSNS
     page_vbase = entry & ~0xFFF
 
     def in_page(pc):
@@ -156,11 +161,11 @@ def find_region(code: bytes, entry: int, rvc) -> Region | None:
     work = [entry]
     seen = set()
     total = 0
-    while work and total < MAX_REGION_INSNS and len(leaders) < MAX_REGION_BLOCKS:
+    while work and total < limit and len(leaders) < MAX_REGION_BLOCKS:
         pc = work.pop(0)  # breadth first: the code nearest the entry
         if pc in seen:
             continue
-        while total < MAX_REGION_INSNS:
+        while total < limit:
             seen.add(pc)
             i = insn(pc)
             total += 1
@@ -186,7 +191,6 @@ def find_region(code: bytes, entry: int, rvc) -> Region | None:
             pc = nxt
     # Pass 2: blocks from the final leader set.
     blocks: dict[int, Block] = {}
-    chunks = 0
     order = [entry] + sorted(leaders - {entry})
     for start in order:  # grows while long runs are split
         if start in blocks or insn(start).flow == FLOW_STOP:
@@ -198,10 +202,6 @@ def find_region(code: bytes, entry: int, rvc) -> Region | None:
             if i.flow == FLOW_STOP:
                 break
             b.insns.append(i)
-            first = pc - page_vbase
-            last = min(first + i.length, 4096) - 1
-            for c in range(first >> 6, (last >> 6) + 1):
-                chunks |= 1 << c
             nxt = pc + i.length
             if i.flow != FLOW_NEXT or not in_page(nxt) or nxt in leaders:
                 break
@@ -211,6 +211,45 @@ def find_region(code: bytes, entry: int, rvc) -> Region | None:
                 break
             pc = nxt
         blocks[start] = b
+    if loops_only:
+        blocks = _loops_through(entry, blocks)
+    chunks = 0
+    for b in blocks.values():
+        for i in b.insns:
+            first = i.pc - page_vbase
+            last = min(first + i.length, 4096) - 1
+            for c in range(first >> 6, (last >> 6) + 1):
+                chunks |= 1 << c
     if chunks >> 63:
         chunks -= 1 << 64
     return Region(entry, blocks, chunks)
+
+
+def _successors(block: Block, blocks: dict) -> list[int]:
+    last = block.insns[-1]
+    out = []
+    if last.flow in (FLOW_BRANCH, FLOW_JAL):
+        out.append(last.target)
+    if last.flow in (FLOW_BRANCH, FLOW_NEXT):
+        out.append(block.end_pc)
+    return [pc for pc in out if pc in blocks]
+
+
+def _loops_through(entry: int, blocks: dict) -> dict:
+    """The blocks on some cycle through the entry (its strongly connected
+    component), when there is one: the loops an optimized region is for.
+    Code before and after them only costs compile time and registers."""
+    preds: dict[int, list[int]] = {pc: [] for pc in blocks}
+    for pc, b in blocks.items():
+        for s in _successors(b, blocks):
+            preds[s].append(pc)
+    back = set()
+    work = list(preds[entry])
+    while work:  # everything that reaches the entry (all of it is reached from it)
+        pc = work.pop()
+        if pc not in back:
+            back.add(pc)
+            work.extend(preds[pc])
+    if entry not in back:
+        return blocks
+    return {pc: b for pc, b in blocks.items() if pc in back}

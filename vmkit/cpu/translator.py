@@ -137,7 +137,7 @@ class Translator:
             return  # its baseline translation went away meanwhile
         page = roff >> 12
         code = self.ram[page << 12:(page << 12) + 4096].tobytes()
-        region = find_region(code, vpc, self.rvc)
+        region = find_region(code, vpc, self.rvc, loops_only=tier == 2)
         if region is None:
             self.stats.untranslatable += 1
             self._cool(roff, NEVER)
