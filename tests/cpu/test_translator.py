@@ -176,9 +176,16 @@ def test_same_output_and_instruction_count_with_every_tier(loops_elf):
     assert "translated runs checked against the interpreter" in runs["check"].stderr
 
 
-def test_a_full_code_cache_is_flushed_and_the_guest_goes_on(loops_elf):
-    reference = _run(loops_elf, "--jit", "off")
-    small = _run(loops_elf, "--jit-threshold", "1", "--jit-cache", "1M")
+@pytest.fixture(scope="module")
+def many_loops_elf(riscv_asm):
+    """More distinct code than a 1 MiB code cache holds."""
+    loops = "".join(ONE_LOOP.format(n=20, k=k) for k in range(1, 500))
+    return riscv_asm(LOOPS.format(loops=loops), "jit_many_loops")
+
+
+def test_a_full_code_cache_is_flushed_and_the_guest_goes_on(many_loops_elf):
+    reference = _run(many_loops_elf, "--jit", "off")
+    small = _run(many_loops_elf, "--jit-threshold", "1", "--jit-cache", "1M")
     assert small.returncode == 0, small.stderr
     assert small.stdout == reference.stdout
     m = re.search(r"code cache [\d.]+ of 1 MiB, (\d+) flushes", small.stderr)

@@ -55,6 +55,10 @@ def fast_fp_op(bits: int) -> str | None:
     f7 = bits >> 25
     if f7 == 0x11 and rm <= 2:
         return "sgnj"
+    if rs2(bits) == 0 and rm == 0 and f7 in (0x71, 0x79):
+        return "fmv"            # fmv.x.d / fmv.d.x: bits moved, no flags
+    if f7 == 0x69 and rs2(bits) <= 1 and rm <= 4:
+        return "fcvt"           # fcvt.d.w[u]: every int32 is a double, exactly
     ops = {0x01: "fadd", 0x05: "fsub", 0x09: "fmul", 0x0D: "fdiv"}
     return ops.get(f7) if rm in (0, 7) else None
 
@@ -349,6 +353,9 @@ class RegionIR:
         if op == "sgnj":
             self.fp_sign_injection(insn)
             return
+        if op in ("fmv", "fcvt"):
+            self.fp_move(insn)
+            return
         if op is None:
             self.fp_helper_call(insn)
             return
@@ -424,6 +431,26 @@ class RegionIR:
             s = fn.v(f"and i64 {fn.v(f'xor i64 {vals[0]}, {vals[1]}')}, {sign}")
         mag = fn.v(f"and i64 {vals[0]}, {(1 << 63) - 1}")
         out = fn.v(f"or i64 {mag}, {s}")
+        p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
+        fn.emit(f"store i64 {out}, ptr {p}")
+        ms = fn.v(f"load i64, ptr {msp}")
+        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+
+    def fp_move(self, insn) -> None:
+        """fmv.x.d, fmv.d.x and fcvt.d.w[u]: exact, so no flags (ISA vol. I 12.5, 13.5)."""
+        fn = self.fn
+        b = insn.bits
+        msp = self.fs_check(insn)
+        if b >> 25 == 0x71:     # fmv.x.d: f -> x, mstatus.FS unchanged
+            p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rs1(b)}")
+            self.set(rd(b), fn.v(f"load i64, ptr {p}"))
+            return
+        if b >> 25 == 0x79:     # fmv.d.x
+            out = self.get(rs1(b))
+        else:
+            w = fn.v(f"trunc i64 {self.get(rs1(b))} to i32")
+            d = fn.v(f"{'uitofp' if rs2(b) else 'sitofp'} i32 {w} to double")
+            out = fn.v(f"bitcast double {d} to i64")
         p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
         fn.emit(f"store i64 {out}, ptr {p}")
         ms = fn.v(f"load i64, ptr {msp}")

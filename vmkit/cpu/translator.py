@@ -101,6 +101,8 @@ class Translator:
         """Make `hart` use this tier (its st[] settings and tables)."""
         self.harts.append(hart)
         self.configure(hart)
+        if not self.config.sync:
+            self._start_thread()  # LLVM's set-up then overlaps the boot
 
     def configure(self, hart) -> None:
         st = hart.st
@@ -176,6 +178,7 @@ class Translator:
             self._may_compile.set()
 
     def _compile_loop(self) -> None:
+        self._backend = Backend()
         while True:
             job = self._jobs.get()
             if job is None:
