@@ -146,6 +146,20 @@ def exec_fp_op(insn, x, f, csr):
 
 
 @njit
+def queue_translation(jreq, roff, pc, tier):
+    """Ask translator.py for a translation; False when the queue is full
+    (the caller restarts the block's count, so it asks again later)."""
+    k = jreq[0, 0]
+    if k >= S.JREQ_SIZE:
+        return False
+    jreq[k + 1, 0] = roff
+    jreq[k + 1, 1] = pc
+    jreq[k + 1, 2] = tier
+    jreq[0, 0] = k + 1
+    return True
+
+
+@njit
 def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, pages, jreq, budget):
     """Run until an exit; returns the exit code (state.EXIT_*).
 
@@ -230,12 +244,8 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                     calls = jtab[h, S.J_HOT] + 1
                     jtab[h, S.J_HOT] = calls
                     if calls == st[S.JIT_TIER2_CALLS] and jtab[h, S.J_TIER] == 1:
-                        k = jreq[0, 0]
-                        if k < S.JREQ_SIZE:
-                            jreq[k + 1, 0] = roff
-                            jreq[k + 1, 1] = pc
-                            jreq[k + 1, 2] = 2
-                            jreq[0, 0] = k + 1
+                        if not queue_translation(jreq, roff, pc, 2):
+                            jtab[h, S.J_HOT] = 0
                     n += r >> 2
                     st[S.STAT_JIT_INSNS] += r >> 2
                     st[S.STAT_JIT_CALLS] += 1
@@ -252,12 +262,8 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         hot = jtab[h, S.J_HOT] + 1
                     jtab[h, S.J_HOT] = hot
                     if hot == threshold:
-                        k = jreq[0, 0]
-                        if k < S.JREQ_SIZE:
-                            jreq[k + 1, 0] = roff
-                            jreq[k + 1, 1] = pc
-                            jreq[k + 1, 2] = 1
-                            jreq[0, 0] = k + 1
+                        if not queue_translation(jreq, roff, pc, 1):
+                            jtab[h, S.J_HOT] = 0
                         if st[S.JIT_SYNC]:
                             st[S.RESUME_CHECK] = check_at - n + 1
                             st[S.RESUME_LOOKUP] = 2
