@@ -23,6 +23,7 @@ call `invalidate_range`/`flush` as the one way to drop code.
 from __future__ import annotations
 
 import ctypes
+import os
 import queue
 import sys
 import threading
@@ -40,6 +41,7 @@ from vmkit.cpu.jitconfig import JitConfig
 from vmkit.cpu.region import Region, find_region
 
 SWITCH_INTERVAL = 0.0005
+COMPILE_NICE = 10
 NEVER = -(1 << 40)        # hotness of a block start that cannot be translated
 _CALL = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 7), ctypes.c_int64)
 
@@ -178,6 +180,13 @@ class Translator:
             self._may_compile.set()
 
     def _compile_loop(self) -> None:
+        # Compiling is an optimization: it must not take CPU that a VM thread
+        # (this VM's or another's) wants.  nice 10 gets about a tenth of a
+        # core against a busy one, and all of an idle one.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICE)
+        except OSError:
+            pass
         self._backend = Backend()
         while True:
             job = self._jobs.get()
