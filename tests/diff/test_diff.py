@@ -41,7 +41,7 @@ BATCHES = [list(range(s, min(s + BATCH, SEED + SEQUENCES)))
 # Each sequence runs once, so the default tier ("on": translate once hot)
 # would interpret them: every batch runs with translation at first execution,
 # and the first few under every other mode too (JIT_MODES).
-EVERY_MODE_BATCHES = 4
+EVERY_MODE_BATCHES = 2
 RUNS = [(seeds, "first") for seeds in BATCHES] + [
     (seeds, jit) for seeds in BATCHES[:EVERY_MODE_BATCHES] for jit in JIT_MODES if jit != "first"]
 
