@@ -23,7 +23,7 @@ def fetch_raw(hart, pc: int) -> int | None:
     for addr in (pc, pc + 2):
         addr &= 2**64 - 1
         signed = addr - 2**64 if addr >= 2**63 else addr  # kernel addresses are "negative"
-        paddr, cause = translate(hart.csr, hart.st, hart.ram64, np.int64(signed), ACCESS_FETCH)
+        paddr, cause = translate(hart.csr, hart.st, hart.pages, hart.ram64, np.int64(signed), ACCESS_FETCH)
         if cause >= 0 or not in_ram(hart.st, paddr, 2):
             return None
         words.append(int(hart.ram16[(int(paddr) - hart.ram_base) >> 1]))
