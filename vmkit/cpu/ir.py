@@ -107,7 +107,6 @@ class RegionIR:
         self.written = set()
         self.stubs = 0
         self.exits = []
-        self.uses_fma = False
 
     # --- registers ---------------------------------------------------------------
     def get(self, r: int) -> str:
@@ -306,6 +305,14 @@ class RegionIR:
         fn.emit(f"store {ty} {new}, ptr {p}, align {size}")
         self.set(rd(b), fn.v(f"sext i32 {old} to i64") if word else old)
 
+    def set_f(self, r: int, value: str, msp: str, ms: str | None = None) -> None:
+        """f[r] = value, and mstatus.FS Dirty (`ms`: mstatus as already loaded)."""
+        fn = self.fn
+        p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {r}")
+        fn.emit(f"store i64 {value}, ptr {p}")
+        ms = ms or fn.v(f"load i64, ptr {msp}")
+        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+
     def fs_check(self, insn) -> str:
         """mstatus pointer; leaves before insn when FS is Off (the interpreter traps)."""
         fn = self.fn
@@ -330,11 +337,7 @@ class RegionIR:
                 v = fn.v(f"or i64 {z}, {-1 << 32}")  # NaN-box (ISA vol. I, 12.2)
             else:
                 v = fn.v(f"load i64, ptr {p}, align 1")
-            fp = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
-            fn.emit(f"store i64 {v}, ptr {fp}")
-            ms = fn.v(f"load i64, ptr {msp}")
-            dirty = fn.v(f"or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}")
-            fn.emit(f"store i64 {dirty}, ptr {msp}")
+            self.set_f(rd(b), v, msp)
         else:
             addr = fn.v(f"add i64 {self.get(rs1(b))}, {imm_s(b)}")
             p = self.host_address(addr, S.TLB_STORE, size, insn)
@@ -390,7 +393,6 @@ class RegionIR:
             if opc in (0x47, 0x4F):          # fmsub, fnmadd: ... - c
                 addend = fn.v(f"fneg double {addend}")
             r = fn.v(f"call double @llvm.fma.f64(double {a}, double {c}, double {addend})")
-            self.uses_fma = True
         else:
             r = fn.v(f"{op} double {a}, {c}")
         # ... and a normal result: no overflow, underflow, invalid or x/0 to flag.
@@ -400,9 +402,7 @@ class RegionIR:
         cond = fn.v(f"and i1 {cond}, {fn.v(f'and i1 {normal}, {finite}')}")
         fn.emit(f"br i1 {cond}, label %{fast}, label %{slow}")
         fn.label(fast)
-        fp = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
-        fn.emit(f"store i64 {fn.v(f'bitcast double {r} to i64')}, ptr {fp}")
-        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+        self.set_f(rd(b), fn.v(f"bitcast double {r} to i64"), msp, ms)
         fn.emit(f"br label %{done}")
         fn.label(slow)
         self.fp_helper_call(insn)
@@ -431,10 +431,7 @@ class RegionIR:
             s = fn.v(f"and i64 {fn.v(f'xor i64 {vals[0]}, {vals[1]}')}, {sign}")
         mag = fn.v(f"and i64 {vals[0]}, {(1 << 63) - 1}")
         out = fn.v(f"or i64 {mag}, {s}")
-        p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
-        fn.emit(f"store i64 {out}, ptr {p}")
-        ms = fn.v(f"load i64, ptr {msp}")
-        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+        self.set_f(rd(b), out, msp)
 
     def fp_move(self, insn) -> None:
         """fmv.x.d, fmv.d.x and fcvt.d.w[u]: exact, so no flags (ISA vol. I 12.5, 13.5)."""
@@ -451,10 +448,7 @@ class RegionIR:
             w = fn.v(f"trunc i64 {self.get(rs1(b))} to i32")
             d = fn.v(f"{'uitofp' if rs2(b) else 'sitofp'} i32 {w} to double")
             out = fn.v(f"bitcast double {d} to i64")
-        p = fn.v(f"getelementptr inbounds i64, ptr %f, i64 {rd(b)}")
-        fn.emit(f"store i64 {out}, ptr {p}")
-        ms = fn.v(f"load i64, ptr {msp}")
-        fn.emit(f"store i64 {fn.v(f'or i64 {ms}, {C.MSTATUS_FS | C.MSTATUS_SD}')}, ptr {msp}")
+        self.set_f(rd(b), out, msp)
 
     def fp_helper_call(self, insn) -> None:
         fn = self.fn

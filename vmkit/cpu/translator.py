@@ -148,9 +148,7 @@ class Translator:
             return
         # From now on every store into these chunks invalidates the page
         # (even before the translation is installed: the snapshot is taken).
-        self.pages[page, S.P_CODE] |= region.chunks
-        for hart in self.harts:
-            _drop_store_entries(hart, page << 12)
+        self._mark_code(page, region.chunks)
         self._serial += 1
         job = Job(roff, vpc, tier, int(self.pages[page, S.P_VER]), region, f"t{self._serial}")
         self._pending[(roff, vpc, tier)] = job
@@ -227,9 +225,7 @@ class Translator:
                 addr = self.cache.install(job.obj)
             except CacheFull:
                 self.flush()
-                self.pages[page, S.P_CODE] |= job.region.chunks
-                for hart in self.harts:
-                    _drop_store_entries(hart, page << 12)
+                self._mark_code(page, job.region.chunks)
                 job.version = int(self.pages[page, S.P_VER])
                 addr = self.cache.install(job.obj)
         except (CodeCacheError, CacheFull) as e:
@@ -252,6 +248,12 @@ class Translator:
         self.stats.optimized += job.tier == 2
         self.stats.blocks += len(job.region.blocks)
         self.stats.guest_insns += job.region.insn_count
+
+    def _mark_code(self, page: int, chunks: int) -> None:
+        """Make stores into these chunks of the page take the slow path."""
+        self.pages[page, S.P_CODE] |= chunks
+        for hart in self.harts:
+            _drop_store_entries(hart, page << 12)
 
     def _installed(self, roff: int, vpc: int) -> int:
         """Tier of the valid translation for (roff, vpc), or 0."""
