@@ -132,6 +132,20 @@ def build_netflood(out: Path) -> Path:
     return exe
 
 
+def settled_accepts(server: FloodableServer, quiet: float = 1.0, limit: float = 30.0) -> int:
+    """The server's accepted count once it has not moved for `quiet` seconds:
+    the relay may still be opening connections for the last flood's SYNs."""
+    deadline = time.monotonic() + limit
+    last, since = server.accepted, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if server.accepted != last:
+            last, since = server.accepted, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
 def wait_for_lease(g) -> None:
     """The image's rcS starts udhcpc at boot; the lease may land just after the prompt."""
     out = g.run("for i in 1 2 3 4 5 6 7 8 9 10; do ip -4 addr show eth0 | grep -q 10.0.2.15 && break; "

@@ -436,11 +436,16 @@ class Supervisor:
             vms.append((name, limits.cpu_weight, cap, used if seen else cap))
         if not vms:
             return
-        split = pacer.fair_split(float(self.capacity.cores), vms, self._allowance)
+        cores = float(self.capacity.cores)
+        split = pacer.fair_split(cores, vms, self._allowance)
+        # A worker's CPU time is more than its vCPUs' (the translating tier
+        # compiles in a thread of its own), so a VM at its cap runs unthrottled
+        # only while the host has cores no VM was given; under contention each
+        # is held to its allowance, compiles included.
+        spare = cores - sum(split.get(name, cap) for name, _w, cap, _u in vms) > 1e-6
         for name, weight, cap, _used in vms:
             allowance = split.get(name, cap)
-            # Unthrottled when the VM may use all it can (its cap) anyway.
-            send = 0.0 if allowance >= cap - 1e-6 else max(0.01, allowance)
+            send = 0.0 if spare and allowance >= cap - 1e-6 else max(0.01, allowance)
             self._allowance[name] = allowance
             try:
                 control(self.vmdir(name), {"op": "cpu", "allowance": send}, 1.0)
