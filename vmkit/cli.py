@@ -49,7 +49,7 @@ def run(
     dumpdtb: Optional[str] = typer.Option(None, "--dumpdtb", help="Write the generated device tree blob to this file."),
     stats: bool = typer.Option(False, "--stats", help="Print instructions, time and MIPS to stderr at exit (and what the translating tier did)."),
     jit: Optional[str] = typer.Option(None, "--jit", help="The translating CPU tier: on (default; hot guest code runs as host machine code), off (interpreter only), or check (run every translation beside the interpreter and stop with a report at the first difference). Default: $VMKIT_JIT, else on."),
-    jit_threshold: Optional[int] = typer.Option(None, "--jit-threshold", help="Translate a block once it has been reached this many times (default 1000; 1 translates every block at its first execution). Default: $VMKIT_JIT_THRESHOLD."),
+    jit_threshold: Optional[int] = typer.Option(None, "--jit-threshold", help="Translate a block once it has been reached this many times (default 50; 1 translates every block at its first execution). Default: $VMKIT_JIT_THRESHOLD."),
     jit_cache: Optional[str] = typer.Option(None, "--jit-cache", help="Size limit of the code cache, e.g. 64M (the default); flushed when full."),
 ):
     """Boot a virtual machine (the default image when no --kernel/--bios is given).

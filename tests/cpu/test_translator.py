@@ -179,7 +179,7 @@ def test_same_output_and_instruction_count_with_every_tier(loops_elf):
 @pytest.fixture(scope="module")
 def many_loops_elf(riscv_asm):
     """More distinct code than a 1 MiB code cache holds."""
-    loops = "".join(ONE_LOOP.format(n=20, k=k) for k in range(1, 500))
+    loops = "".join(ONE_LOOP.format(n=20, k=k) for k in range(1, 1500))
     return riscv_asm(LOOPS.format(loops=loops), "jit_many_loops")
 
 
@@ -200,22 +200,35 @@ def test_stats_report_the_tiers_memory_and_work(loops_elf):
     assert re.search(r"compile [\d.]+ s", p.stderr), p.stderr
 
 
-def test_check_mode_reports_a_translation_that_differs(loops_elf):
-    """Break one translation on purpose: the lockstep check must catch it,
-    print the region's guest code and stop the guest with exit status 3."""
+@pytest.mark.parametrize("tier", ["baseline", "optimizing"])
+def test_check_mode_reports_a_translation_that_differs(loops_elf, tier):
+    """Break one tier's translations of OP instructions on purpose (x[rd] one
+    too large): the lockstep check must catch it, print the guest code and
+    stop the guest with exit status 3."""
+    if tier == "baseline":   # the stencils' IR (and with it their cache file) changes
+        patch = ("from vmkit.cpu import stencils\n"
+                 "orig = stencils.alu_value\n"
+                 "def wrong(fn, opc, *args):\n"
+                 "    v = orig(fn, opc, *args)\n"
+                 "    return fn.v(f'add i64 {v}, 1') if opc == 0x33 else v\n"
+                 "stencils.alu_value = wrong\n")
+        optimize = []
+    else:
+        patch = ("from vmkit.cpu import ir\n"
+                 "orig = ir.RegionIR.alu\n"
+                 "def wrong(self, opc, b):\n"
+                 "    v = orig(self, opc, b)\n"
+                 "    return self.fn.v(f'add i64 {v}, 1') if opc == 0x33 else v\n"
+                 "ir.RegionIR.alu = wrong\n")
+        optimize = ["VMKIT_JIT_OPTIMIZE_AFTER=1"]
     script = (
-        "import sys\n"
-        "from vmkit.cpu import ir\n"
-        "orig = ir.RegionIR.alu\n"
-        "def wrong(self, opc, b):\n"
-        "    v = orig(self, opc, b)\n"
-        "    return self.fn.v(f'add i64 {v}, 1') if opc == 0x33 else v\n"
-        "ir.RegionIR.alu = wrong\n"
+        "import sys\n" + patch +
         "from vmkit.cli import main\n"
         "sys.argv = ['vmkit'] + sys.argv[1:]\n"
         "main()\n")
     import os
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMKIT_JIT")}
+    env.update(v.split("=") for v in optimize)
     p = subprocess.run([sys.executable, "-c", script, "run", "--bios", "none", "--kernel", str(loops_elf),
                         "-m", "64M", "--clock", "deterministic", "--timeout", "120",
                         "--jit", "check", "--jit-threshold", "1"],

@@ -24,9 +24,13 @@ import mmap
 import os
 import struct
 
+import numpy as np
+
 from vmkit.cpu.jitconfig import JitError
 
 ALIGN = 64
+# The cursor array's slots.
+CUR_USED, CUR_CAPACITY, CUR_RX, CUR_FULL, CUR_TRACES, CUR_INSNS, CUR_SIZE = 0, 1, 2, 3, 4, 5, 8
 
 R_X86_64_64 = 1
 R_X86_64_PC32 = 2
@@ -50,8 +54,11 @@ class CacheFull(Exception):
     """No room left: flush the cache and try again."""
 
 
-def _map(fd: int, size: int, prot: int) -> int:
-    addr = _libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+MAP_32BIT = 0x40       # x86-64 Linux: map in the low 2 GiB
+
+
+def _map(fd: int, size: int, prot: int, flags: int = 0) -> int:
+    addr = _libc.mmap(None, size, prot, mmap.MAP_SHARED | flags, fd, 0)
     if addr in (None, MAP_FAILED):
         raise CodeCacheError(f"mmap of the code cache failed: {os.strerror(ctypes.get_errno())}")
     return addr
@@ -70,9 +77,23 @@ class CodeCache:
         except OSError as e:
             raise CodeCacheError(f"cannot create the code cache: {e.strerror}") from None
         self._rw = _map(self._fd, size, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._rx = _map(self._fd, size, mmap.PROT_READ | mmap.PROT_EXEC)
-        self.used = 0
+        # The executable view in the low 2 GiB: the stencils (stencils.py) are
+        # small-code-model code, whose holes may be RIP-relative 32-bit fields.
+        try:
+            self._rx = _map(self._fd, size, mmap.PROT_READ | mmap.PROT_EXEC, MAP_32BIT)
+        except CodeCacheError:
+            self._rx = _map(self._fd, size, mmap.PROT_READ | mmap.PROT_EXEC)
+        # cursor[CUR_USED] is the bump pointer, shared with emit.py (numba),
+        # which writes through `rw`, a numpy view of the writable mapping.
+        self.cursor = np.zeros(CUR_SIZE, np.int64)
+        self.cursor[CUR_CAPACITY] = size
+        self.cursor[CUR_RX] = self._rx
+        self.rw = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(self._rw))
         self.flushes = 0
+
+    @property
+    def used(self) -> int:
+        return int(self.cursor[CUR_USED])
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -86,7 +107,8 @@ class CodeCache:
 
     def flush(self) -> None:
         """Forget every translation (the caller drops all references first)."""
-        self.used = 0
+        self.cursor[CUR_USED] = 0
+        self.cursor[CUR_FULL] = 0
         self.flushes += 1
 
     def install(self, obj: "LinkableObject") -> int:
@@ -115,7 +137,7 @@ class CodeCache:
                 struct.pack_into("<i", images[target], where, delta)
         for off, image in zip(placed, images):
             ctypes.memmove(self._rw + off, bytes(image), len(image))
-        self.used = pos
+        self.cursor[CUR_USED] = pos
         return self._rx + placed[obj.entry[0]] + obj.entry[1]
 
 
@@ -142,6 +164,7 @@ SHT_PROGBITS, SHT_SYMTAB, SHT_RELA, SHT_NOBITS = 1, 2, 4, 8
 SHF_WRITE, SHF_ALLOC = 1, 2
 EM_X86_64 = 62
 SHN_UNDEF = 0
+STT_FUNC = 2
 RELOCATIONS = (R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_PC64)
 
 
@@ -150,55 +173,78 @@ def parse_object(obj: bytes, symbol: str) -> LinkableObject:
     relocations between them, and where `symbol` is.  Refuses (CodeCacheError)
     writable data, unknown relocation types and any reference to a symbol
     outside the object.  Runs in the compile thread: no cache access."""
-    try:
-        return _parse_object(obj, symbol)
-    except (struct.error, IndexError, UnicodeDecodeError) as e:
-        raise CodeCacheError(f"malformed object: {e}") from None
-
-
-def _parse_object(obj: bytes, symbol: str) -> LinkableObject:
-    (ident, _type, machine, _v, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum,
-     shentsize, shnum, _shstrndx) = _EHDR.unpack_from(obj, 0)
-    if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1 or machine != EM_X86_64:
-        raise CodeCacheError("not a little-endian x86-64 ELF64 object")
-    shdrs = [_SHDR.unpack_from(obj, shoff + i * shentsize) for i in range(shnum)]
+    sections, symbols, relocations = elf_tables(obj)
     index = {}                            # ELF section index -> our section number
-    sections = []
-    for i, (_name, kind, flags, _addr, off, size, _link, _info, align, _es) in enumerate(shdrs):
+    placed = []
+    for i, (_name, kind, flags, align, data, size) in enumerate(sections):
         if not flags & SHF_ALLOC or size == 0:
             continue
         if flags & SHF_WRITE or kind == SHT_NOBITS:
             raise CodeCacheError("translation has writable data")
         if kind != SHT_PROGBITS:
             continue
-        index[i] = len(sections)
-        sections.append((max(ALIGN, align or 1), obj[off:off + size]))
+        index[i] = len(placed)
+        placed.append((max(ALIGN, align or 1), data))
+    entry = None
+    for name, shndx, value, _size, _is_func in symbols:
+        if shndx in index and name == symbol:
+            entry = (index[shndx], value)
+    if entry is None:
+        raise CodeCacheError(f"object has no symbol {symbol}")
+    out = []
+    for target, where, rtype, sym, addend in relocations:
+        if target not in index:
+            continue
+        name, shndx, value = symbols[sym][0], symbols[sym][1], symbols[sym][2]
+        if shndx == SHN_UNDEF or shndx not in index:
+            raise CodeCacheError(f"translation refers to {name or f'section {shndx}'} outside itself")
+        if rtype not in RELOCATIONS:
+            raise CodeCacheError(f"relocation type {rtype} in a translation")
+        out.append((index[target], where, rtype, index[shndx], value, addend))
+    return LinkableObject(placed, out, entry)
+
+
+def elf_tables(obj: bytes):
+    """The sections, symbols and relocations of an ELF64 x86-64 object:
+    sections [(name, type, flags, alignment, bytes, size)] by ELF index, symbols
+    [(name, section index, value, size, is_function)] by symbol index, and
+    relocations [(section index, offset, type, symbol index, addend)]."""
+    try:
+        return _elf_tables(obj)
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:
+        raise CodeCacheError(f"malformed object: {e}") from None
+
+
+def _elf_tables(obj: bytes):
+    (ident, _type, machine, _v, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum,
+     shentsize, shnum, shstrndx) = _EHDR.unpack_from(obj, 0)
+    if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1 or machine != EM_X86_64:
+        raise CodeCacheError("not a little-endian x86-64 ELF64 object")
+    shdrs = [_SHDR.unpack_from(obj, shoff + i * shentsize) for i in range(shnum)]
+
+    def name_in(table, at):
+        return table[at:table.index(b"\0", at)].decode()
+
+    shstr = shdrs[shstrndx]
+    shnames = obj[shstr[4]:shstr[4] + shstr[5]]
+    sections = []
+    for (name, kind, flags, _addr, off, size, _link, _info, align, _es) in shdrs:
+        data = b"" if kind == SHT_NOBITS else obj[off:off + size]
+        sections.append((name_in(shnames, name), kind, flags, align, data, size))
     symtab = next((h for h in shdrs if h[1] == SHT_SYMTAB), None)
     if symtab is None:
         raise CodeCacheError("object has no symbol table")
     strtab = shdrs[symtab[6]]
     names = obj[strtab[4]:strtab[4] + strtab[5]]
-    symbols = [_SYM.unpack_from(obj, symtab[4] + k * _SYM.size) for k in range(symtab[5] // _SYM.size)]
-    entry = None
-    want = symbol.encode()
-    for st_name, _info, _other, shndx, value, _size in symbols:
-        if shndx in index and names[st_name:names.index(b"\0", st_name)] == want:
-            entry = (index[shndx], value)
-    if entry is None:
-        raise CodeCacheError(f"object has no symbol {symbol}")
+    symbols = []
+    for k in range(symtab[5] // _SYM.size):
+        st_name, info, _other, shndx, value, size = _SYM.unpack_from(obj, symtab[4] + k * _SYM.size)
+        symbols.append((name_in(names, st_name), shndx, value, size, info & 0xF == STT_FUNC))
     relocations = []
     for (_name, kind, _flags, _addr, off, size, _link, info, _align, _es) in shdrs:
-        if kind != SHT_RELA or info not in index:
+        if kind != SHT_RELA:
             continue
         for k in range(size // _RELA.size):
             where, rinfo, addend = _RELA.unpack_from(obj, off + k * _RELA.size)
-            sym, rtype = rinfo >> 32, rinfo & 0xFFFFFFFF
-            shndx, value = symbols[sym][3], symbols[sym][4]
-            if shndx == SHN_UNDEF or shndx not in index:
-                name_at = symbols[sym][0]
-                name = names[name_at:names.index(b"\0", name_at)].decode() or f"section {shndx}"
-                raise CodeCacheError(f"translation refers to {name} outside itself")
-            if rtype not in RELOCATIONS:
-                raise CodeCacheError(f"relocation type {rtype} in a translation")
-            relocations.append((index[info], where, rtype, index[shndx], value, addend))
-    return LinkableObject(sections, relocations, entry)
+            relocations.append((info, where, rinfo & 0xFFFFFFFF, rinfo >> 32, addend))
+    return sections, symbols, relocations

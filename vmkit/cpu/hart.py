@@ -73,8 +73,11 @@ class Hart:
             self.translator = Translator(ram, jit, self.rvc)
             self.jtab, self.pages, self.jreq = (self.translator.jtab, self.translator.pages,
                                                 self.translator.jreq)
+            self.cp = self.translator.cp
         else:  # the interpreter alone still reads the (empty) code-page marks
             self.jtab, self.pages, self.jreq = S.new_jit_tables(len(ram))
+            from vmkit.cpu.emit import idle_tables
+            self.cp = idle_tables()
         self.reset(ram_base)
         if self.translator is not None:
             self.translator.attach(self)
@@ -82,7 +85,7 @@ class Hart:
     def _arrays(self):
         return (self.x, self.f, self.csr, self.st, self.tlb_tag, self.tlb_off,
                 self.ram, self.ram16, self.ram32, self.ram64, self.rvc,
-                self.jtab, self.pages, self.jreq)
+                self.jtab, self.pages, self.jreq, self.cp)
 
     def reset(self, pc: int) -> None:
         """Power-on state (Privileged ISA 3.4): M-mode, mstatus.MIE = 0, pc = reset vector."""

@@ -19,10 +19,11 @@ import numpy as np
 from vmkit.cpu import csrs as C
 from vmkit.cpu import state as S
 from vmkit.cpu.alu import op, op32, op_imm, op_imm32
-from vmkit.cpu.callcode import call_translation
+from vmkit.cpu.callcode import call_stencils, call_translation
 from vmkit.cpu.codepages import code_hash
 from vmkit.cpu.amo import amo_compute, amo_op_valid, exec_amo
 from vmkit.cpu.csr import fs_dirty
+from vmkit.cpu.emit import patch_jump, translate
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2, sext, sext32, ult
 from vmkit.cpu.fpu import fp_execute
 from vmkit.cpu.jit import njit
@@ -33,6 +34,10 @@ from vmkit.cpu.trap import pending_interrupt, take_trap
 
 CHECK_INTERVAL = 4096
 FETCH_FAULT = -1
+# Hotness given to a block start the baseline tier could not translate (its
+# first instruction is the interpreter's): it is tried again after this many
+# more arrivals, in case the page then holds other code.
+COOL_DOWN = -(1 << 16)
 
 
 @njit
@@ -160,7 +165,7 @@ def queue_translation(jreq, roff, pc, tier):
 
 
 @njit
-def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, pages, jreq, budget):
+def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, pages, jreq, cp, budget):
     """Run until an exit; returns the exit code (state.EXIT_*).
 
     With the translating tier on (st[JIT_THRESHOLD] > 0), every block start
@@ -169,7 +174,9 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
     the page's current contents runs with a limit of the instructions left
     to the next check point, so interrupts are taken at the same instruction
     count as without it.  Other block starts are counted and, once hot,
-    queued in jreq for translator.py.
+    translated on the spot by the baseline tier (emit.py, with the code
+    cache and stencil tables in `cp`); a baseline translation entered often
+    is queued in jreq for the optimizing tier (translator.py).
     """
     pc = st[S.PC]
     n = 0
@@ -191,8 +198,14 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
     fetch_vpn = S.TLB_INVALID
     fetch_base = 0
     threshold = st[S.JIT_THRESHOLD] if break_pc == -1 else 0
+    # The chaining jump of the last baseline translation's exit (emit.py), its
+    # target pc and the page it is in; 0 when there is nothing to chain.
+    chain_site = 0
+    chain_pc = 0
+    chain_page = -1
     while True:
         if n >= check_at:
+            chain_site = 0
             if n >= budget and st[S.STOP_AT_BUDGET]:
                 break
             advance_clock(st, n - counted)
@@ -239,18 +252,38 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         st[S.RESUME_CHECK] = check_at - n + 1
                         exit_code = S.EXIT_JIT_CALL
                         break
-                    r = call_translation(jtab[h, S.J_FN], x, f, csr, st, ram8, tlb_tag, tlb_off,
-                                         check_at - n)
+                    limit = check_at - n
+                    if jtab[h, S.J_TIER] == 1:
+                        if chain_site != 0 and pc == chain_pc and (roff >> 12) == chain_page:
+                            # The last translation left for this one, in the same page:
+                            # its exit jump goes straight here from now on.
+                            patch_jump(cp[0], cp[1], chain_site, jtab[h, S.J_FN])
+                        st[S.JIT_PAGE_BASE] = pc & ~0xFFF
+                        st[S.JIT_CHAIN_SITE] = 0
+                        r = call_stencils(jtab[h, S.J_FN], x, st, ram8, tlb_tag, tlb_off, limit)
+                        retired = limit - (r >> 2)
+                        chain_site = st[S.JIT_CHAIN_SITE]
+                        chain_pc = st[S.PC]
+                        chain_page = roff >> 12
+                    else:
+                        r = call_translation(jtab[h, S.J_FN], x, f, csr, st, ram8, tlb_tag, tlb_off,
+                                             limit)
+                        retired = r >> 2
                     calls = jtab[h, S.J_HOT] + 1
                     jtab[h, S.J_HOT] = calls
-                    if calls == st[S.JIT_TIER2_CALLS] and jtab[h, S.J_TIER] == 1:
-                        if not queue_translation(jreq, roff, pc, 2):
-                            jtab[h, S.J_HOT] = 0
-                    n += r >> 2
-                    st[S.STAT_JIT_INSNS] += r >> 2
+                    n += retired
+                    st[S.STAT_JIT_INSNS] += retired
                     st[S.STAT_JIT_CALLS] += 1
                     pc = st[S.PC]
                     lookup = 2 if (r & 1) != 0 else 0
+                    if calls == st[S.JIT_TIER2_CALLS] and jtab[h, S.J_TIER] == 1:
+                        if not queue_translation(jreq, roff, jtab[h, S.J_VPC], 2):
+                            jtab[h, S.J_HOT] = 0
+                        elif st[S.JIT_SYNC]:
+                            st[S.RESUME_CHECK] = check_at - n + 1
+                            st[S.RESUME_LOOKUP] = lookup
+                            exit_code = S.EXIT_JIT
+                            break
                     continue
                 if count:
                     if jtab[h, S.J_HOT_KEY] != roff:
@@ -262,13 +295,26 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         hot = jtab[h, S.J_HOT] + 1
                     jtab[h, S.J_HOT] = hot
                     if hot == threshold:
-                        if not queue_translation(jreq, roff, pc, 1):
+                        got = translate(ram16, roff, pc, rvc, pages, jtab, tlb_tag, tlb_off,
+                                        cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], cp[6], cp[7])
+                        if got > 0:
+                            lookup = 1      # enter it now
+                            continue
+                        if got < 0:         # the code cache is full: translator.py flushes it
                             jtab[h, S.J_HOT] = 0
-                        if st[S.JIT_SYNC]:
                             st[S.RESUME_CHECK] = check_at - n + 1
                             st[S.RESUME_LOOKUP] = 2
                             exit_code = S.EXIT_JIT
                             break
+                        # Its first instruction is one the baseline tier leaves to the
+                        # interpreter (FP, say): the optimizing tier may take it.
+                        jtab[h, S.J_HOT] = COOL_DOWN
+                        if st[S.JIT_TIER2_CALLS] > 0 and queue_translation(jreq, roff, pc, 2):
+                            if st[S.JIT_SYNC]:
+                                st[S.RESUME_CHECK] = check_at - n + 1
+                                st[S.RESUME_LOOKUP] = 2
+                                exit_code = S.EXIT_JIT
+                                break
         n += 1
         raw = -1
         if vpn == fetch_vpn and (pc & 0xFFF) != 0xFFE:

@@ -228,23 +228,9 @@ class RegionIR:
     def host_address(self, addr: str, kind: int, size: int, insn) -> str:
         """Pointer into RAM for a TLB-hit access of `size` bytes at guest addr;
         otherwise leave before the instruction."""
-        fn = self.fn
-        vpn = fn.v(f"ashr i64 {addr}, 12")
-        idx = fn.v(f"and i64 {vpn}, {S.TLB_SIZE - 1}")
-        slot = fn.v(f"add i64 {idx}, {kind * TLB_ROW}")
-        shifted = fn.v(f"shl i64 {vpn}, {S.TLB_CTX_BITS}")
-        want = fn.v(f"or i64 {shifted}, %ctx")
-        tp = fn.v(f"getelementptr inbounds i64, ptr %tag, i64 {slot}")
-        tag = fn.v(f"load i64, ptr {tp}")
-        hit = fn.v(f"icmp eq i64 {tag}, {want}")
-        pgoff = fn.v(f"and i64 {addr}, 4095")
-        fits = fn.v(f"icmp ule i64 {pgoff}, {4096 - size}")
-        ok = fn.v(f"and i1 {hit}, {fits}")
+        ok, slot = tlb_check(self.fn, addr, kind, size, "%ctx")
         self._check(ok, insn)
-        op = fn.v(f"getelementptr inbounds i64, ptr %off, i64 {slot}")
-        base = fn.v(f"load i64, ptr {op}")
-        hoff = fn.v(f"add i64 {base}, {pgoff}")
-        return fn.v(f"getelementptr inbounds i8, ptr %ram, i64 {hoff}")
+        return host_pointer(self.fn, addr, slot)
 
     def _check(self, ok: str, insn) -> None:
         """Continue when ok, else leave before insn."""
@@ -257,25 +243,17 @@ class RegionIR:
     def load(self, insn) -> None:
         b = insn.bits
         f3 = funct3(b)
-        size = 1 << (f3 & 3)
         addr = self.fn.v(f"add i64 {self.get(rs1(b))}, {imm_i(b)}")
-        p = self.host_address(addr, S.TLB_LOAD, size, insn)
-        ty = f"i{8 * size}"
-        v = self.fn.v(f"load {ty}, ptr {p}, align 1")
-        if size < 8:
-            v = self.fn.v(f"{'zext' if f3 & 4 else 'sext'} {ty} {v} to i64")
-        self.set(rd(b), v)
+        p = self.host_address(addr, S.TLB_LOAD, 1 << (f3 & 3), insn)
+        self.set(rd(b), load_value(self.fn, p, f3))
 
     def store(self, insn) -> None:
         b = insn.bits
-        size = 1 << (funct3(b) & 3)
+        f3 = funct3(b)
         addr = self.fn.v(f"add i64 {self.get(rs1(b))}, {imm_s(b)}")
         value = self.get(rs2(b))
-        p = self.host_address(addr, S.TLB_STORE, size, insn)
-        ty = f"i{8 * size}"
-        if size < 8:
-            value = self.fn.v(f"trunc i64 {value} to {ty}")
-        self.fn.emit(f"store {ty} {value}, ptr {p}, align 1")
+        p = self.host_address(addr, S.TLB_STORE, 1 << (f3 & 3), insn)
+        store_value(self.fn, p, f3, value)
 
     def amo(self, insn) -> None:
         """Read-modify-write AMOs that hit the store TLB, aligned (interp.py's fast path)."""
@@ -465,100 +443,11 @@ class RegionIR:
             self.set(rd(b), fn.v(f"load i64, ptr {p}"))
 
     # --- integer ---------------------------------------------------------------------
-    def alu(self, opc: int, b: int) -> str | None:
-        fn = self.fn
-        f3 = funct3(b)
-        f7 = b >> 25
+    def alu(self, opc: int, b: int) -> str:
         a = self.get(rs1(b))
-        if opc == 0x13:
-            imm = imm_i(b)
-            sh = imm & 63
-            return {
-                0: lambda: fn.v(f"add i64 {a}, {imm}"),
-                1: lambda: fn.v(f"shl i64 {a}, {sh}"),
-                2: lambda: fn.v(f"zext i1 {fn.v(f'icmp slt i64 {a}, {imm}')} to i64"),
-                3: lambda: fn.v(f"zext i1 {fn.v(f'icmp ult i64 {a}, {imm}')} to i64"),
-                4: lambda: fn.v(f"xor i64 {a}, {imm}"),
-                5: lambda: fn.v(f"{'ashr' if (b >> 30) & 1 else 'lshr'} i64 {a}, {sh}"),
-                6: lambda: fn.v(f"or i64 {a}, {imm}"),
-                7: lambda: fn.v(f"and i64 {a}, {imm}"),
-            }[f3]()
-        if opc == 0x1B:
-            a32 = fn.v(f"trunc i64 {a} to i32")
-            sh = (b >> 20) & 31
-            if f3 == 0:
-                r = fn.v(f"add i32 {a32}, {imm_i(b)}")
-            elif f3 == 1:
-                r = fn.v(f"shl i32 {a32}, {sh}")
-            else:
-                r = fn.v(f"{'ashr' if (b >> 30) & 1 else 'lshr'} i32 {a32}, {sh}")
-            return fn.v(f"sext i32 {r} to i64")
-        c = self.get(rs2(b))
-        if opc == 0x33:
-            if f7 == 1:
-                return self.m64(f3, a, c)
-            if f7 == 0x20:
-                if f3 == 0:
-                    return fn.v(f"sub i64 {a}, {c}")
-                return fn.v(f"ashr i64 {a}, {fn.v(f'and i64 {c}, 63')}")
-            if f3 in (1, 5):
-                amt = fn.v(f"and i64 {c}, 63")
-                return fn.v(f"{'shl' if f3 == 1 else 'lshr'} i64 {a}, {amt}")
-            if f3 in (2, 3):
-                cmp = fn.v(f"icmp {'slt' if f3 == 2 else 'ult'} i64 {a}, {c}")
-                return fn.v(f"zext i1 {cmp} to i64")
-            return fn.v(f"{ {0: 'add', 4: 'xor', 6: 'or', 7: 'and'}[f3]} i64 {a}, {c}")
-        # OP-32
-        a32 = fn.v(f"trunc i64 {a} to i32")
-        c32 = fn.v(f"trunc i64 {c} to i32")
-        if f7 == 1:
-            r = self.m32(f3, a32, c32)
-        elif f3 == 0:
-            r = fn.v(f"{'sub' if f7 == 0x20 else 'add'} i32 {a32}, {c32}")
-        else:
-            amt = fn.v(f"and i32 {c32}, 31")
-            kind = "shl" if f3 == 1 else ("ashr" if f7 == 0x20 else "lshr")
-            r = fn.v(f"{kind} i32 {a32}, {amt}")
-        return fn.v(f"sext i32 {r} to i64")
-
-    def m64(self, f3: int, a: str, c: str) -> str:
-        """M extension (ISA vol. I 7.1-7.2; table 7.1 for x/0 and overflow)."""
-        fn = self.fn
-        if f3 == 0:
-            return fn.v(f"mul i64 {a}, {c}")
-        if f3 <= 3:
-            ea = fn.v(f"{'zext' if f3 == 3 else 'sext'} i64 {a} to i128")
-            ec = fn.v(f"{'sext' if f3 == 1 else 'zext'} i64 {c} to i128")
-            p = fn.v(f"mul i128 {ea}, {ec}")
-            return fn.v(f"trunc i128 {fn.v(f'lshr i128 {p}, 64')} to i64")
-        return self.divide(f3, a, c, "i64", INT64_MIN)
-
-    def m32(self, f3: int, a: str, c: str) -> str:
-        if f3 == 0:
-            return self.fn.v(f"mul i32 {a}, {c}")
-        return self.divide(f3, a, c, "i32", -(1 << 31))
-
-    def divide(self, f3: int, a: str, c: str, ty: str, min_value: int) -> str:
-        fn = self.fn
-        zero = fn.v(f"icmp eq {ty} {c}, 0")
-        signed = f3 in (4, 6)
-        if signed:
-            is_min = fn.v(f"icmp eq {ty} {a}, {min_value}")
-            is_m1 = fn.v(f"icmp eq {ty} {c}, -1")
-            ovf = fn.v(f"and i1 {is_min}, {is_m1}")
-            bad = fn.v(f"or i1 {zero}, {ovf}")
-        else:
-            bad = zero
-        safe = fn.v(f"select i1 {bad}, {ty} 1, {ty} {c}")
-        name = {4: "sdiv", 5: "udiv", 6: "srem", 7: "urem"}[f3]
-        r = fn.v(f"{name} {ty} {a}, {safe}")
-        if f3 in (4, 5):        # x/0 = all ones; MIN/-1 = MIN
-            if signed:
-                r = fn.v(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
-            return fn.v(f"select i1 {zero}, {ty} -1, {ty} {r}")
-        if signed:              # x%0 = x; MIN%-1 = 0
-            r = fn.v(f"select i1 {ovf}, {ty} 0, {ty} {r}")
-        return fn.v(f"select i1 {zero}, {ty} {a}, {ty} {r}")
+        c = self.get(rs2(b)) if opc in (0x33, 0x3B) else ""
+        imm = imm_i(b)
+        return alu_value(self.fn, opc, funct3(b), b >> 25, a, c, str(imm), str(imm & 63), str(imm & 31))
 
     # --- one instruction -------------------------------------------------------------
     def insn(self, insn) -> bool:
@@ -597,14 +486,154 @@ class RegionIR:
             return True
         elif insn.flow == FLOW_BRANCH:
             x1, x2 = self.get(rs1(b)), self.get(rs2(b))
-            cond = {0: "eq", 1: "ne", 4: "slt", 5: "sge", 6: "ult", 7: "uge"}[funct3(b)]
-            taken = fn.v(f"icmp {cond} i64 {x1}, {x2}")
+            taken = fn.v(f"icmp {BRANCH_CMP[funct3(b)]} i64 {x1}, {x2}")
             fn.emit(f"br i1 {taken}, label %{self.goto(insn.target, RET_LOOKUP)}, "
                     f"label %{self.goto(nxt, RET_LOOKUP)}")
             return True
         else:
             raise AssertionError(f"untranslatable instruction {b:#x} reached ir.py")
         return False
+
+
+# --- integer semantics, shared with stencils.py ----------------------------------------
+def alu_value(fn: _Fn, opc: int, f3: int, f7: int, a: str, c: str, imm: str, sh: str, sh32: str) -> str:
+    """x[rd] of an OP-IMM, OP-IMM-32, OP or OP-32 instruction (ISA vol. I
+    2.4, 4.2, 7): `a` is x[rs1], `c` x[rs2] (OP, OP-32); `imm`, `sh` and
+    `sh32` are the I-immediate and the shift amounts as IR operands.
+    The operation depends only on opc, funct3 and funct7, so the same text
+    serves a region (constants) and a stencil (holes)."""
+    if opc == 0x13:
+        if f3 == 0:
+            return fn.v(f"add i64 {a}, {imm}")
+        if f3 == 1:
+            return fn.v(f"shl i64 {a}, {sh}")
+        if f3 in (2, 3):
+            return fn.v(f"zext i1 {fn.v(f'icmp {SLT[f3]} i64 {a}, {imm}')} to i64")
+        if f3 == 5:
+            return fn.v(f"{'ashr' if (f7 >> 5) & 1 else 'lshr'} i64 {a}, {sh}")
+        return fn.v(f"{LOGIC[f3]} i64 {a}, {imm}")
+    if opc == 0x1B:
+        a32 = fn.v(f"trunc i64 {a} to i32")
+        if f3 == 0:
+            r = fn.v(f"add i32 {a32}, {fn.v(f'trunc i64 {imm} to i32')}")
+        else:
+            amt = fn.v(f"trunc i64 {sh32} to i32")
+            r = fn.v(f"{'shl' if f3 == 1 else ('ashr' if (f7 >> 5) & 1 else 'lshr')} i32 {a32}, {amt}")
+        return fn.v(f"sext i32 {r} to i64")
+    if opc == 0x33:
+        if f7 == 1:
+            return m64(fn, f3, a, c)
+        if f7 == 0x20:
+            if f3 == 0:
+                return fn.v(f"sub i64 {a}, {c}")
+            return fn.v(f"ashr i64 {a}, {fn.v(f'and i64 {c}, 63')}")
+        if f3 in (1, 5):
+            amt = fn.v(f"and i64 {c}, 63")
+            return fn.v(f"{'shl' if f3 == 1 else 'lshr'} i64 {a}, {amt}")
+        if f3 in (2, 3):
+            return fn.v(f"zext i1 {fn.v(f'icmp {SLT[f3]} i64 {a}, {c}')} to i64")
+        return fn.v(f"{LOGIC[f3]} i64 {a}, {c}")
+    # OP-32
+    a32 = fn.v(f"trunc i64 {a} to i32")
+    c32 = fn.v(f"trunc i64 {c} to i32")
+    if f7 == 1:
+        r = m32(fn, f3, a32, c32)
+    elif f3 == 0:
+        r = fn.v(f"{'sub' if f7 == 0x20 else 'add'} i32 {a32}, {c32}")
+    else:
+        amt = fn.v(f"and i32 {c32}, 31")
+        kind = "shl" if f3 == 1 else ("ashr" if f7 == 0x20 else "lshr")
+        r = fn.v(f"{kind} i32 {a32}, {amt}")
+    return fn.v(f"sext i32 {r} to i64")
+
+
+SLT = {2: "slt", 3: "ult"}
+LOGIC = {0: "add", 4: "xor", 6: "or", 7: "and"}
+BRANCH_CMP = {0: "eq", 1: "ne", 4: "slt", 5: "sge", 6: "ult", 7: "uge"}
+
+
+def m64(fn: _Fn, f3: int, a: str, c: str) -> str:
+    """M extension (ISA vol. I 7.1-7.2; table 7.1 for x/0 and overflow)."""
+    if f3 == 0:
+        return fn.v(f"mul i64 {a}, {c}")
+    if f3 <= 3:
+        ea = fn.v(f"{'zext' if f3 == 3 else 'sext'} i64 {a} to i128")
+        ec = fn.v(f"{'sext' if f3 == 1 else 'zext'} i64 {c} to i128")
+        p = fn.v(f"mul i128 {ea}, {ec}")
+        return fn.v(f"trunc i128 {fn.v(f'lshr i128 {p}, 64')} to i64")
+    return divide(fn, f3, a, c, "i64", INT64_MIN)
+
+
+def m32(fn: _Fn, f3: int, a: str, c: str) -> str:
+    if f3 == 0:
+        return fn.v(f"mul i32 {a}, {c}")
+    return divide(fn, f3, a, c, "i32", -(1 << 31))
+
+
+def divide(fn: _Fn, f3: int, a: str, c: str, ty: str, min_value: int) -> str:
+    zero = fn.v(f"icmp eq {ty} {c}, 0")
+    signed = f3 in (4, 6)
+    if signed:
+        is_min = fn.v(f"icmp eq {ty} {a}, {min_value}")
+        is_m1 = fn.v(f"icmp eq {ty} {c}, -1")
+        ovf = fn.v(f"and i1 {is_min}, {is_m1}")
+        bad = fn.v(f"or i1 {zero}, {ovf}")
+    else:
+        bad = zero
+    safe = fn.v(f"select i1 {bad}, {ty} 1, {ty} {c}")
+    name = {4: "sdiv", 5: "udiv", 6: "srem", 7: "urem"}[f3]
+    r = fn.v(f"{name} {ty} {a}, {safe}")
+    if f3 in (4, 5):        # x/0 = all ones; MIN/-1 = MIN
+        if signed:
+            r = fn.v(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
+        return fn.v(f"select i1 {zero}, {ty} -1, {ty} {r}")
+    if signed:              # x%0 = x; MIN%-1 = 0
+        r = fn.v(f"select i1 {ovf}, {ty} 0, {ty} {r}")
+    return fn.v(f"select i1 {zero}, {ty} {a}, {ty} {r}")
+
+
+def tlb_check(fn: _Fn, addr: str, kind: int, size: int, ctx: str) -> tuple[str, str]:
+    """(hit, slot) for an access of `size` bytes at guest addr through TLB
+    row `kind`, exactly as interp.py tests it: tag (vpn << TLB_CTX_BITS) | ctx,
+    and the access inside one page."""
+    vpn = fn.v(f"ashr i64 {addr}, 12")
+    idx = fn.v(f"and i64 {vpn}, {S.TLB_SIZE - 1}")
+    slot = fn.v(f"add i64 {idx}, {kind * TLB_ROW}")
+    shifted = fn.v(f"shl i64 {vpn}, {S.TLB_CTX_BITS}")
+    want = fn.v(f"or i64 {shifted}, {ctx}")
+    tp = fn.v(f"getelementptr inbounds i64, ptr %tag, i64 {slot}")
+    tag = fn.v(f"load i64, ptr {tp}")
+    hit = fn.v(f"icmp eq i64 {tag}, {want}")
+    pgoff = fn.v(f"and i64 {addr}, 4095")
+    fits = fn.v(f"icmp ule i64 {pgoff}, {4096 - size}")
+    return fn.v(f"and i1 {hit}, {fits}"), slot
+
+
+def host_pointer(fn: _Fn, addr: str, slot: str) -> str:
+    """Pointer into RAM for a TLB hit at guest addr (tlb_check's slot)."""
+    op = fn.v(f"getelementptr inbounds i64, ptr %off, i64 {slot}")
+    base = fn.v(f"load i64, ptr {op}")
+    pgoff = fn.v(f"and i64 {addr}, 4095")
+    hoff = fn.v(f"add i64 {base}, {pgoff}")
+    return fn.v(f"getelementptr inbounds i8, ptr %ram, i64 {hoff}")
+
+
+def load_value(fn: _Fn, p: str, f3: int) -> str:
+    """The loaded value of LB/LH/LW/LD/LBU/LHU/LWU, as x[rd] gets it."""
+    size = 1 << (f3 & 3)
+    ty = f"i{8 * size}"
+    v = fn.v(f"load {ty}, ptr {p}, align 1")
+    if size < 8:
+        v = fn.v(f"{'zext' if f3 & 4 else 'sext'} {ty} {v} to i64")
+    return v
+
+
+def store_value(fn: _Fn, p: str, f3: int, value: str) -> None:
+    size = 1 << (f3 & 3)
+    ty = f"i{8 * size}"
+    if size < 8:
+        value = fn.v(f"trunc i64 {value} to {ty}")
+    fn.emit(f"store {ty} {value}, ptr {p}, align 1")
 
 
 def region_ir(region: Region, name: str, fp_helper: int, cache_regs: bool = False) -> str:

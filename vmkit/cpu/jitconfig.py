@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 MODES = ("on", "off", "check")
-DEFAULT_THRESHOLD = 1000
+DEFAULT_THRESHOLD = 50
 DEFAULT_OPTIMIZE_AFTER = 1000
 DEFAULT_CACHE_SIZE = 64 << 20
 

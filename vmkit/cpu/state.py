@@ -83,7 +83,13 @@ JIT_CALL_LIMIT = 44
 RESUME_LOOKUP = 45
 STOP_AT_BUDGET = 46
 JIT_TIER2_CALLS = 47     # a baseline translation entered this often is optimized
-ST_SIZE = 48
+# The virtual base of the page a baseline (copy-and-patch) translation runs
+# in, set by run() at entry: its stencils address guest pcs relative to it.
+JIT_PAGE_BASE = 48
+# Where a baseline translation's exit stub keeps the jump that can chain it
+# to the translation of its target (emit.py), set by the stub as it leaves.
+JIT_CHAIN_SITE = 49
+ST_SIZE = 50
 
 # --- exit reasons -----------------------------------------------------------------
 EXIT_BUDGET = 0       # instruction budget spent

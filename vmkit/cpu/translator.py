@@ -2,8 +2,13 @@
 
 How a translation comes to be (shared/design/JIT.md; docs/cpu-core.md):
 
-1. interp.run counts arrivals at each block start (by RAM offset) and
-   queues the ones that reach the threshold in `jreq`.
+0. interp.run counts arrivals at each block start (by RAM offset); one that
+   reaches the threshold is translated there and then by the baseline tier
+   (emit.py: copy-and-patch stencils, microseconds a block).  This object
+   owns what that needs: the code cache, the stencil tables, scratch space
+   (`cp`), and flushes the cache when the baseline tier finds it full.
+1. A baseline translation entered `optimize_after` times is queued in
+   `jreq` for the optimizing tier.
 2. `service` (called by Hart.run between core runs) takes the requests:
    it snapshots the 4 KiB page, finds the region (region.py), marks the
    page's chunks as code so that stores to them take the slow path from
@@ -34,7 +39,10 @@ import numpy as np
 
 from vmkit.cpu import state as S
 from vmkit.cpu.backend import Backend, BackendError
-from vmkit.cpu.codecache import CacheFull, CodeCache, CodeCacheError, LinkableObject, parse_object
+from vmkit.cpu.codecache import (CUR_FULL, CUR_INSNS, CUR_TRACES, CacheFull, CodeCache, CodeCacheError,
+                                 LinkableObject, parse_object)
+from vmkit.cpu.emit import new_work_tables
+from vmkit.cpu.stencils import load_stencils
 from vmkit.cpu.codepages import code_hash, code_write_page
 from vmkit.cpu.ir import region_ir
 from vmkit.cpu.jitconfig import JitConfig
@@ -44,6 +52,7 @@ SWITCH_INTERVAL = 0.0005
 COMPILE_NICE = 10
 NEVER = -(1 << 40)        # hotness of a block start that cannot be translated
 _CALL = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 7), ctypes.c_int64)
+_CALL_STENCILS = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_void_p] * 5), ctypes.c_int64)
 
 
 @dataclass
@@ -81,6 +90,10 @@ class Translator:
         self.rvc = rvc
         self.jtab, self.pages, self.jreq = S.new_jit_tables(len(ram))
         self.cache = CodeCache(config.cache_size)
+        st = load_stencils()
+        # What interp.run passes to emit.translate (one tuple: numba's signature stays short).
+        self.cp = (self.cache.rw, self.cache.cursor, st.sbytes, st.sinfo, st.sholes, st.smap,
+                   *new_work_tables())
         from vmkit.cpu.helpers import fp_op_address
         self.fp_helper = fp_op_address()
         self.stats = JitStats()
@@ -124,6 +137,8 @@ class Translator:
     # --- requests and results ----------------------------------------------------------
     def service(self) -> None:
         """Take the interpreter's requests and install finished translations."""
+        if self.cache.cursor[CUR_FULL]:
+            self.flush()
         n = int(self.jreq[0, 0])
         if n:
             reqs = [tuple(int(v) for v in self.jreq[i]) for i in range(1, n + 1)]
@@ -137,8 +152,8 @@ class Translator:
         """Translate the block start at RAM offset roff, virtual pc vpc."""
         if (roff, vpc, tier) in self._pending:
             return
-        if tier == 2 and self._installed(roff, vpc) != 1:
-            return  # its baseline translation went away meanwhile
+        if tier == 2 and self._installed(roff, vpc) == 2:
+            return  # optimized already
         page = roff >> 12
         code = self.ram[page << 12:(page << 12) + 4096].tobytes()
         region = find_region(code, vpc, self.rvc, loops_only=tier == 2)
@@ -305,8 +320,16 @@ class Translator:
             self.request(int(row[S.J_KEY]), int(row[S.J_VPC]), 2)
 
     def call(self, hart, slot: int, limit: int) -> int:
-        """Call translation `slot` directly (ctypes) on the hart's arrays."""
-        fn = _CALL(int(self.jtab[slot, S.J_FN]))
+        """Call translation `slot` directly (ctypes) on the hart's arrays, as
+        interp.run does; returns (retired << 2) | flags."""
+        row = self.jtab[slot]
+        if row[S.J_TIER] == 1:
+            hart.st[S.JIT_PAGE_BASE] = int(row[S.J_VPC]) & ~0xFFF
+            fn = _CALL_STENCILS(int(row[S.J_FN]))
+            r = fn(*(a.ctypes.data for a in (hart.x, hart.st, hart.ram, hart.tlb_tag, hart.tlb_off)),
+                   limit)
+            return ((limit - (r >> 2)) << 2) | (r & 3)
+        fn = _CALL(int(row[S.J_FN]))
         return fn(*(a.ctypes.data for a in (hart.x, hart.f, hart.csr, hart.st, hart.ram,
                                             hart.tlb_tag, hart.tlb_off)), limit)
 
@@ -318,7 +341,10 @@ class Translator:
     def describe(self, instret: int, jit_insns: int) -> list[str]:
         s = self.stats
         share = 100.0 * jit_insns / instret if instret else 0.0
+        cursor = self.cache.cursor
         lines = [
+            f"jit: baseline: {int(cursor[CUR_TRACES])} traces ({int(cursor[CUR_INSNS])} guest "
+            f"instructions) copied from stencils",
             f"jit: {s.regions} regions ({s.blocks} blocks, {s.guest_insns} guest instructions) "
             f"translated, {s.optimized} of them optimized; {s.untranslatable} block starts "
             f"left to the interpreter",
