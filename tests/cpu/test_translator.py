@@ -195,7 +195,8 @@ def test_a_full_code_cache_is_flushed_and_the_guest_goes_on(many_loops_elf):
 def test_stats_report_the_tiers_memory_and_work(loops_elf):
     p = _run(loops_elf)
     assert p.returncode == 0, p.stderr
-    assert re.search(r"jit: \d+ regions .* translated", p.stderr), p.stderr
+    assert re.search(r"jit: baseline: \d+ traces", p.stderr), p.stderr
+    assert re.search(r"jit: optimizing: \d+ regions", p.stderr), p.stderr
     assert re.search(r"tier memory [\d.]+ MiB", p.stderr), p.stderr
     assert re.search(r"compile [\d.]+ s", p.stderr), p.stderr
 

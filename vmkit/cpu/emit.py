@@ -35,7 +35,7 @@ from vmkit.cpu.jit import njit
 from vmkit.cpu.stencils import (H_CONT, H_IMM, H_K, H_N, H_PCOFF, H_RD, H_RS1, H_RS2, H_SITE, H_TAKEN,
                                 IMM_BIAS, PCOFF_BIAS, R_X86_64_16, R_X86_64_32, R_X86_64_32S,
                                 R_X86_64_64, R_X86_64_8, SH_ADDEND, SH_KIND, SH_OFF, SH_TYPE,
-                                SI_DROP, SI_HOLE0, SI_HOLES, SI_LEN, SI_START, class_key)
+                                SI_DROP, SI_HOLE0, SI_HOLES, SI_LEN, SI_START, amo_key, class_key)
 
 MAX_TRACE = 64
 RET_LOOKUP = 1
@@ -45,10 +45,10 @@ RET_LOOKUP = 1
 TRACE_ROOM = MAX_TRACE * 3 * 160 + 512
 
 # The stencils that are not one instruction: their ids (stencils.CONTROL order).
-ST_CHECK, ST_EXIT, ST_JUMP, ST_EXIT_CHAIN, ST_JALR, ST_JALR_LINK = 0, 1, 2, 3, 4, 5
+ST_CHECK, ST_ZERO_X0, ST_EXIT, ST_JUMP, ST_EXIT_CHAIN, ST_JALR, ST_JALR_LINK = range(7)
 
 # Instruction kinds of a decoded trace.
-K_NOP, K_ALU, K_LUI, K_AUIPC, K_LOAD, K_STORE, K_BRANCH, K_JAL, K_JALR = range(9)
+K_NOP, K_ALU, K_LUI, K_AUIPC, K_LOAD, K_STORE, K_BRANCH, K_JAL, K_JALR, K_AMO = range(10)
 # Columns of the scratch table `work` [MAX_TRACE + 1, W_COLUMNS].
 W_OFF, W_BITS, W_LEN, W_KIND, W_SID, W_TARGET, W_LEADER, W_CODE, W_NEXT = range(9)
 W_COLUMNS = 12
@@ -100,9 +100,14 @@ def _classify(bits, smap):
             return K_NOP, -1
         return (K_LUI if opc == 0x37 else K_AUIPC), smap[class_key(opc, 0, 0)]
     if opc == 0x03:
-        if f3 == 7 or rd(bits) == 0:
+        if f3 == 7:
             return -1, -1
         return K_LOAD, smap[class_key(opc, f3, 0)]
+    if opc == 0x2F:
+        if f3 != 2 and f3 != 3:
+            return -1, -1
+        sid = smap[amo_key((bits >> 27) & 0x1F, f3 == 2)]
+        return (K_AMO, sid) if sid >= 0 else (-1, -1)     # LR/SC: the interpreter's
     if opc == 0x23:
         if f3 > 3:
             return -1, -1
@@ -222,7 +227,10 @@ def _exit_to(code, pos, rx, chain, pcoff, flag, sbytes, sinfo, sholes, fix, nfix
 def _decode(ram16, page_roff, off, rvc, smap, work):
     """Pass 1: the trace's instructions from page offset `off`, into work.
     Returns (count, end offset, end flag): after the last instruction (if
-    it is not a jump) the trace leaves at the end offset with that flag."""
+    it is not a jump) the trace leaves at the end offset with that flag.
+    It is always a lookup: where this tier stops (an FP instruction, say),
+    the optimizing tier may have a translation, or the interpreter counts
+    the pc towards one."""
     n = 0
     while n < MAX_TRACE:
         if off > 4094:
@@ -230,19 +238,19 @@ def _decode(ram16, page_roff, off, rvc, smap, work):
         half = np.int64(ram16[(page_roff + off) >> 1])
         if (half & 3) == 3:
             if off > 4092:
-                return n, off, 0          # crosses the page: the interpreter fetches it
+                return n, off, RET_LOOKUP  # crosses the page: the interpreter fetches it
             bits = half | (np.int64(ram16[((page_roff + off) >> 1) + 1]) << 16)
             length = 4
         else:
             bits = np.int64(rvc[half])
             length = 2
             if bits == 0:
-                return n, off, 0
+                return n, off, RET_LOOKUP
         kind, sid = _classify(bits, smap)
         if kind < 0:
-            return n, off, 0              # the interpreter runs it
+            return n, off, RET_LOOKUP     # the interpreter runs it
         if kind == K_AUIPC and not -(1 << 31) <= off + imm_u(bits) < (1 << 31):
-            return n, off, 0
+            return n, off, RET_LOOKUP
         w = work[n]
         w[W_OFF] = off
         w[W_BITS] = bits
@@ -343,9 +351,13 @@ def translate(ram16, roff, vpc, rvc, pages, jtab, tlb_tag, tlb_off, code, cursor
         elif kind == K_AUIPC:
             pos, nfix = _emit(code, pos, rx, sid, r_d, 0, 0, off + imm_u(bits), 0, 0, 0,
                               sbytes, sinfo, sholes, fix, nfix, 0)
-        elif kind == K_LOAD:
-            pos, nfix = _emit(code, pos, rx, sid, r_d, rs1(bits), 0, imm_i(bits), off, adj << 2, 0,
+        elif kind == K_LOAD or kind == K_AMO:
+            imm = imm_i(bits) if kind == K_LOAD else 0
+            pos, nfix = _emit(code, pos, rx, sid, r_d, rs1(bits), rs2(bits), imm, off, adj << 2, 0,
                               sbytes, sinfo, sholes, fix, nfix, 0)
+            if r_d == 0 and pos >= 0:       # x0 stays zero
+                pos, nfix = _emit(code, pos, rx, ST_ZERO_X0, 0, 0, 0, 0, 0, 0, 0,
+                                  sbytes, sinfo, sholes, fix, nfix, 0)
         elif kind == K_STORE:
             pos, nfix = _emit(code, pos, rx, sid, 0, rs1(bits), rs2(bits), imm_s(bits), off, adj << 2,
                               0, sbytes, sinfo, sholes, fix, nfix, 0)

@@ -140,7 +140,8 @@ class Hart:
         """Lines about the translating tier for `--stats` (empty when it is off)."""
         if self.translator is None:
             return []
-        return self.translator.describe(self.instret, int(self.st[S.STAT_JIT_INSNS]))
+        return self.translator.describe(self.instret, int(self.st[S.STAT_JIT_INSNS]),
+                                        int(self.st[S.STAT_JIT_CALLS]))
 
     def hold_translation(self, held: bool) -> None:
         """Pause (True) or resume background translation: the caller holds the VM."""

@@ -269,14 +269,15 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         r = call_translation(jtab[h, S.J_FN], x, f, csr, st, ram8, tlb_tag, tlb_off,
                                              limit)
                         retired = r >> 2
-                    calls = jtab[h, S.J_HOT] + 1
-                    jtab[h, S.J_HOT] = calls
+                    ran = jtab[h, S.J_HOT]        # instructions it has run so far
+                    jtab[h, S.J_HOT] = ran + retired
                     n += retired
                     st[S.STAT_JIT_INSNS] += retired
                     st[S.STAT_JIT_CALLS] += 1
                     pc = st[S.PC]
                     lookup = 2 if (r & 1) != 0 else 0
-                    if calls == st[S.JIT_TIER2_CALLS] and jtab[h, S.J_TIER] == 1:
+                    t2 = st[S.JIT_TIER2_INSNS]
+                    if ran < t2 <= ran + retired and jtab[h, S.J_TIER] == 1:
                         if not queue_translation(jreq, roff, jtab[h, S.J_VPC], 2):
                             jtab[h, S.J_HOT] = 0
                         elif st[S.JIT_SYNC]:
@@ -309,7 +310,7 @@ def run(x, f, csr, st, tlb_tag, tlb_off, ram8, ram16, ram32, ram64, rvc, jtab, p
                         # Its first instruction is one the baseline tier leaves to the
                         # interpreter (FP, say): the optimizing tier may take it.
                         jtab[h, S.J_HOT] = COOL_DOWN
-                        if st[S.JIT_TIER2_CALLS] > 0 and queue_translation(jreq, roff, pc, 2):
+                        if st[S.JIT_TIER2_INSNS] > 0 and queue_translation(jreq, roff, pc, 2):
                             if st[S.JIT_SYNC]:
                                 st[S.RESUME_CHECK] = check_at - n + 1
                                 st[S.RESUME_LOOKUP] = 2

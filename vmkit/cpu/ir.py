@@ -261,27 +261,13 @@ class RegionIR:
         b = insn.bits
         word = funct3(b) == 2
         size = 4 if word else 8
-        ty = "i32" if word else "i64"
         addr = self.get(rs1(b))
         src = self.get(rs2(b))
         low = fn.v(f"and i64 {addr}, {size - 1}")
         aligned = fn.v(f"icmp eq i64 {low}, 0")
         self._check(aligned, insn)
         p = self.host_address(addr, S.TLB_STORE, size, insn)
-        old = fn.v(f"load {ty}, ptr {p}, align {size}")
-        val = fn.v(f"trunc i64 {src} to i32") if word else src
-        aop = (b >> 27) & 0x1F
-        simple = {0x00: "add", 0x04: "xor", 0x0C: "and", 0x08: "or"}
-        if aop == 0x01:
-            new = val
-        elif aop in simple:
-            new = fn.v(f"{simple[aop]} {ty} {old}, {val}")
-        else:
-            cmp = {0x10: "slt", 0x14: "sgt", 0x18: "ult", 0x1C: "ugt"}[aop]
-            keep = fn.v(f"icmp {cmp} {ty} {old}, {val}")
-            new = fn.v(f"select i1 {keep}, {ty} {old}, {ty} {val}")
-        fn.emit(f"store {ty} {new}, ptr {p}, align {size}")
-        self.set(rd(b), fn.v(f"sext i32 {old} to i64") if word else old)
+        self.set(rd(b), amo_rmw(fn, (b >> 27) & 0x1F, word, p, src))
 
     def set_f(self, r: int, value: str, msp: str, ms: str | None = None) -> None:
         """f[r] = value, and mstatus.FS Dirty (`ms`: mstatus as already loaded)."""
@@ -590,6 +576,28 @@ def divide(fn: _Fn, f3: int, a: str, c: str, ty: str, min_value: int) -> str:
     if signed:              # x%0 = x; MIN%-1 = 0
         r = fn.v(f"select i1 {ovf}, {ty} 0, {ty} {r}")
     return fn.v(f"select i1 {zero}, {ty} {a}, {ty} {r}")
+
+
+AMO_OPS = {0x00: "add", 0x04: "xor", 0x0C: "and", 0x08: "or"}
+AMO_KEEP = {0x10: "slt", 0x14: "sgt", 0x18: "ult", 0x1C: "ugt"}
+
+
+def amo_rmw(fn: _Fn, aop: int, word: bool, p: str, src: str) -> str:
+    """The read-modify-write of AMO `aop` (ISA vol. I 8.4) at host pointer p
+    with x[rs2] = src; returns what x[rd] gets (the old value)."""
+    size = 4 if word else 8
+    ty = "i32" if word else "i64"
+    old = fn.v(f"load {ty}, ptr {p}, align {size}")
+    val = fn.v(f"trunc i64 {src} to i32") if word else src
+    if aop == 0x01:
+        new = val
+    elif aop in AMO_OPS:
+        new = fn.v(f"{AMO_OPS[aop]} {ty} {old}, {val}")
+    else:
+        keep = fn.v(f"icmp {AMO_KEEP[aop]} {ty} {old}, {val}")
+        new = fn.v(f"select i1 {keep}, {ty} {old}, {ty} {val}")
+    fn.emit(f"store {ty} {new}, ptr {p}, align {size}")
+    return fn.v(f"sext i32 {old} to i64") if word else old
 
 
 def tlb_check(fn: _Fn, addr: str, kind: int, size: int, ctx: str) -> tuple[str, str]:

@@ -32,7 +32,7 @@ def _store_pages(hart) -> list[int]:
     return sorted({int(o) for o in offs})
 
 
-def run_checked(tr, hart) -> None:
+def run_checked(tr, hart) -> int:
     st = hart.st
     slot = int(st[S.JIT_CALL_SLOT])
     limit = int(st[S.JIT_CALL_LIMIT])
@@ -72,6 +72,7 @@ def run_checked(tr, hart) -> None:
     st[S.STAT_JIT_INSNS] += retired
     st[S.RESUME_CHECK] = resume - retired
     st[S.RESUME_LOOKUP] = 2 if flag else 0
+    return retired
 
 
 def _differences(hart, post, post_ram, pages) -> list[str]:

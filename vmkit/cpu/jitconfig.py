@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 MODES = ("on", "off", "check")
 DEFAULT_THRESHOLD = 50
-DEFAULT_OPTIMIZE_AFTER = 1000
+DEFAULT_OPTIMIZE_AFTER = 4_000_000
 DEFAULT_CACHE_SIZE = 64 << 20
 
 
@@ -28,8 +28,8 @@ class JitConfig:
     difference).  Block starts reached `threshold` times are translated;
     threshold 1 translates every block at its first execution, synchronously.
     `cache_size`: bytes of translated code at most (flushed when full).
-    A translation entered `optimize_after` times is compiled again by the
-    optimizing tier (0: never).
+    A baseline translation that has run `optimize_after` guest instructions
+    is compiled again by the optimizing tier (0: never).
     """
     mode: str = "on"
     threshold: int = DEFAULT_THRESHOLD

@@ -82,7 +82,7 @@ JIT_CALL_SLOT = 43
 JIT_CALL_LIMIT = 44
 RESUME_LOOKUP = 45
 STOP_AT_BUDGET = 46
-JIT_TIER2_CALLS = 47     # a baseline translation entered this often is optimized
+JIT_TIER2_INSNS = 47     # a baseline translation that ran this many instructions is optimized
 # The virtual base of the page a baseline (copy-and-patch) translation runs
 # in, set by run() at entry: its stencils address guest pcs relative to it.
 JIT_PAGE_BASE = 48
@@ -122,7 +122,7 @@ J_VPC = 1             # the virtual pc it was translated for (auipc/jal see it)
 J_FN = 2              # host address of the translation
 J_VER = 3             # pages[page, P_VER] when it was translated
 J_HOT_KEY = 4         # hotness counter: RAM offset counted ...
-J_HOT = 5             # ... how often it was reached (once translated: entered)
+J_HOT = 5             # ... how often it was reached (once translated: instructions it ran)
 J_TIER = 6            # 1: baseline translation, 2: optimized (see backend.py)
 J_COLUMNS = 7
 # pages: per 4 KiB RAM page.

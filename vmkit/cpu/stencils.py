@@ -48,8 +48,9 @@ import numpy as np
 
 from vmkit.cpu import state as S
 from vmkit.cpu.alu import op, op32, op_imm, op_imm32
-from vmkit.cpu.ir import (BRANCH_CMP, _Fn, alu_value, host_pointer, load_value, store_value,
-                          tlb_check)
+from vmkit.cpu.amo import amo_op_valid
+from vmkit.cpu.ir import (BRANCH_CMP, _Fn, alu_value, amo_rmw, host_pointer, load_value,
+                          store_value, tlb_check)
 from vmkit.cpu.jit import njit
 from vmkit.cpu.jitconfig import JitError
 
@@ -77,7 +78,13 @@ def class_key(opc: int, f3: int, variant: int) -> int:
     return (((opc >> 2) & 31) << 5) | (f3 << 2) | variant
 
 
-SMAP_SIZE = 1 << 10
+@njit
+def amo_key(aop: int, word: bool) -> int:
+    """AMOs (funct5 aop, .w or .d) after the class keys."""
+    return 1024 + (aop << 1) + (1 if word else 0)
+
+
+SMAP_SIZE = 1 << 11
 ARGS = "ptr %x, ptr %st, ptr %ram, ptr %tag, ptr %off, i64 %rem"
 SIG = "(ptr, ptr, ptr, ptr, ptr, i64)"
 
@@ -184,6 +191,25 @@ def _memory_stencils():
         yield s, class_key(0x23, f3, 0)
 
 
+def _amo_stencils():
+    """Read-modify-write AMOs, aligned and hitting the store TLB (interp.py's
+    fast path; LR/SC stay with the interpreter, which owns the reservation)."""
+    for aop in range(32):
+        for word in (True, False) if amo_op_valid(aop) else ():
+            size = 4 if word else 8
+            s = _Stencil(f"amo_{aop:x}_{size}")
+            fn = s.fn
+            addr = s.get("RS1")
+            src = s.get("RS2")
+            ctx = fn.v(f"load i64, ptr {fn.v(f'getelementptr inbounds i64, ptr %st, i64 {S.TLB_CTX}')}")
+            ok, slot = tlb_check(fn, addr, S.TLB_STORE, size, ctx)
+            aligned = fn.v(f"icmp eq i64 {fn.v(f'and i64 {addr}, {size - 1}')}, 0")
+            s.side_exit(fn.v(f"and i1 {ok}, {aligned}"))
+            s.set("RD", amo_rmw(fn, aop, word, host_pointer(fn, addr, slot), src))
+            s.go()
+            yield s, amo_key(aop, word)
+
+
 def _flow_stencils():
     for f3, cmp in BRANCH_CMP.items():
         s = _Stencil(f"branch_{f3}")
@@ -215,6 +241,10 @@ def _control_stencils():
     s.fn.label("go")
     s.go(rem=left)
     yield s
+    s = _Stencil("zero_x0")               # after a load or AMO whose rd is x0
+    s.fn.emit("store i64 0, ptr %x, align 8")
+    s.go()
+    yield s
     s = _Stencil("exit")                  # leave at PCOFF
     s.leave(s.page_pc(PCOFF), _hole("K"))
     yield s
@@ -239,7 +269,7 @@ def _control_stencils():
         yield s
 
 
-CONTROL = ("check", "exit", "jump", "exit_chain", "jalr", "jalr_link")
+CONTROL = ("check", "zero_x0", "exit", "jump", "exit_chain", "jalr", "jalr_link")
 
 
 def stencil_ir() -> tuple[str, list[str], dict[str, int]]:
@@ -248,7 +278,7 @@ def stencil_ir() -> tuple[str, list[str], dict[str, int]]:
     for s in _control_stencils():
         names.append(s.name)
         bodies.append(s.text())
-    for gen in (_alu_stencils(), _memory_stencils(), _flow_stencils()):
+    for gen in (_alu_stencils(), _memory_stencils(), _amo_stencils(), _flow_stencils()):
         for s, key in gen:
             keys[key] = len(names)
             names.append(s.name)

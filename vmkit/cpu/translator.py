@@ -7,7 +7,7 @@ How a translation comes to be (shared/design/JIT.md; docs/cpu-core.md):
    (emit.py: copy-and-patch stencils, microseconds a block).  This object
    owns what that needs: the code cache, the stencil tables, scratch space
    (`cp`), and flushes the cache when the baseline tier finds it full.
-1. A baseline translation entered `optimize_after` times is queued in
+1. A baseline translation that has run `optimize_after` instructions is queued in
    `jreq` for the optimizing tier.
 2. `service` (called by Hart.run between core runs) takes the requests:
    it snapshots the 4 KiB page, finds the region (region.py), marks the
@@ -124,7 +124,7 @@ class Translator:
         st[S.JIT_THRESHOLD] = self.config.threshold if self.config.enabled else 0
         st[S.JIT_SYNC] = 1 if self.config.sync else 0
         st[S.JIT_CHECK] = 1 if self.config.mode == "check" else 0
-        st[S.JIT_TIER2_CALLS] = self.config.optimize_after or -1
+        st[S.JIT_TIER2_INSNS] = self.config.optimize_after or -1
 
     def close(self) -> None:
         if self._thread is not None:
@@ -312,11 +312,12 @@ class Translator:
         difference (the interpreter is the oracle)."""
         from vmkit.cpu.jitcheck import run_checked
         slot = int(hart.st[S.JIT_CALL_SLOT])
-        run_checked(self, hart)
+        retired = run_checked(self, hart)
         self.stats.checked += 1
         row = self.jtab[slot]
-        row[S.J_HOT] += 1
-        if row[S.J_HOT] == self.config.optimize_after and row[S.J_TIER] == 1:
+        before = int(row[S.J_HOT])
+        row[S.J_HOT] = before + retired
+        if before < self.config.optimize_after <= before + retired and row[S.J_TIER] == 1:
             self.request(int(row[S.J_KEY]), int(row[S.J_VPC]), 2)
 
     def call(self, hart, slot: int, limit: int) -> int:
@@ -338,18 +339,17 @@ class Translator:
         """Host bytes the tier holds for this VM: tables plus code written."""
         return self.jtab.nbytes + self.pages.nbytes + self.jreq.nbytes + self.cache.used
 
-    def describe(self, instret: int, jit_insns: int) -> list[str]:
+    def describe(self, instret: int, jit_insns: int, entries: int = 0) -> list[str]:
         s = self.stats
         share = 100.0 * jit_insns / instret if instret else 0.0
         cursor = self.cache.cursor
         lines = [
             f"jit: baseline: {int(cursor[CUR_TRACES])} traces ({int(cursor[CUR_INSNS])} guest "
             f"instructions) copied from stencils",
-            f"jit: {s.regions} regions ({s.blocks} blocks, {s.guest_insns} guest instructions) "
-            f"translated, {s.optimized} of them optimized; {s.untranslatable} block starts "
-            f"left to the interpreter",
-            f"jit: {share:.1f}% of instructions ran translated; compile {s.compile_seconds:.2f} s, "
-            f"link {s.link_seconds:.3f} s; {s.stale} stale, {s.failed} failed",
+            f"jit: optimizing: {s.regions} regions ({s.blocks} blocks, {s.guest_insns} guest "
+            f"instructions) compiled by LLVM; {s.untranslatable} block starts left to the interpreter",
+            f"jit: {share:.1f}% of instructions ran translated, in {entries} entries; compile "
+            f"{s.compile_seconds:.2f} s, link {s.link_seconds:.3f} s; {s.stale} stale, {s.failed} failed",
             f"jit: code cache {self.cache.used / 2**20:.1f} of {self.cache.size / 2**20:.0f} MiB, "
             f"{self.cache.flushes} flushes; tier memory {self.memory_overhead() / 2**20:.1f} MiB",
         ]
