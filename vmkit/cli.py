@@ -76,9 +76,15 @@ def run(
         disks = [parse_disk(d) for d in disk or []]
         netspec = parse_net(net, mac)
         if bios is None and kernel is None:
-            from vmkit.images import ImageError, default_image_paths, default_vm_disk, root_disk_cmdline
+            from vmkit.images import ImageError, default_image_paths, default_vm_disk, pull, root_disk_cmdline
             try:
-                k, fw, rd, default_append = default_image_paths()
+                try:
+                    k, fw, rd, default_append = default_image_paths()
+                except ImageError:  # first use: build it, as the README promises
+                    print("vmkit: the default image is not here yet: building it from Debian's "
+                          "packages (once)", file=sys.stderr)
+                    pull(progress=sys.stderr.isatty())
+                    k, fw, rd, default_append = default_image_paths()
                 root = default_vm_disk(warn=lambda m: print(f"vmkit: warning: {m}", file=sys.stderr))
             except ImageError as e:
                 _fail(str(e))
