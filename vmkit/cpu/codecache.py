@@ -92,6 +92,10 @@ class CodeCache:
         self.flushes = 0
 
     @property
+    def rx_base(self) -> int:
+        return self._rx
+
+    @property
     def used(self) -> int:
         return int(self.cursor[CUR_USED])
 

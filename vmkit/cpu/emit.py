@@ -319,6 +319,13 @@ def translate(ram16, roff, vpc, rvc, pages, jtab, tlb_tag, tlb_off, code, cursor
             work[i, W_NEXT] = t
             if t >= 0:
                 work[t, W_LEADER] = 1
+    # Before the entry: an exit that looks the entry up.  When the optimizing
+    # tier replaces this translation, translator.py points the entry's first
+    # bytes at it, so chains into this trace reach the new code too.
+    pos, _ = _emit(code, pos, rx, ST_EXIT, 0, 0, 0, 0, roff & 0xFFF, RET_LOOKUP, 0,
+                   sbytes, sinfo, sholes, fix, 0, 0)
+    if pos < 0:
+        return 0
     base = pos
     nfix = 0
     block_n = 0

@@ -42,7 +42,7 @@ from vmkit.cpu.backend import Backend, BackendError
 from vmkit.cpu.codecache import (CUR_FULL, CUR_INSNS, CUR_TRACES, CacheFull, CodeCache, CodeCacheError,
                                  LinkableObject, parse_object)
 from vmkit.cpu.emit import new_work_tables
-from vmkit.cpu.stencils import load_stencils
+from vmkit.cpu.stencils import SI_LEN, load_stencils
 from vmkit.cpu.codepages import code_hash, code_write_page
 from vmkit.cpu.ir import region_ir
 from vmkit.cpu.jitconfig import JitConfig
@@ -91,6 +91,7 @@ class Translator:
         self.jtab, self.pages, self.jreq = S.new_jit_tables(len(ram))
         self.cache = CodeCache(config.cache_size)
         st = load_stencils()
+        self._exit_len = int(st.sinfo[st.id("exit"), SI_LEN])   # never dropped: exits return
         # What interp.run passes to emit.translate (one tuple: numba's signature stays short).
         self.cp = (self.cache.rw, self.cache.cursor, st.sbytes, st.sinfo, st.sholes, st.smap,
                    *new_work_tables())
@@ -252,6 +253,8 @@ class Translator:
         self.stats.link_seconds += time.perf_counter() - t0
         h = code_hash(job.roff)
         row = self.jtab[h]
+        if self._installed(job.roff, job.vpc) == 1:
+            self._retire_baseline(int(row[S.J_FN]))
         row[S.J_KEY] = job.roff
         row[S.J_VPC] = job.vpc
         row[S.J_FN] = addr
@@ -263,6 +266,16 @@ class Translator:
         self.stats.optimized += job.tier == 2
         self.stats.blocks += len(job.region.blocks)
         self.stats.guest_insns += job.region.insn_count
+
+    def _retire_baseline(self, fn: int) -> None:
+        """The baseline translation at exec address fn is superseded: make its
+        entry jump to the exit emit.translate put just before it (a lookup of
+        the same pc), so that chained jumps into it reach the new translation."""
+        stub = fn - self._exit_len
+        at = fn - self.cache.rx_base
+        self.cache.rw[at] = 0xE9                              # jmp rel32
+        self.cache.rw[at + 1:at + 5] = np.frombuffer((stub - (fn + 5)).to_bytes(4, "little", signed=True),
+                                                     np.uint8)
 
     def _mark_code(self, page: int, chunks: int) -> None:
         """Make stores into these chunks of the page take the slow path."""
