@@ -133,10 +133,12 @@ class RegionIR:
 
     # --- exits ---------------------------------------------------------------------
     def leave(self, pc: int | str, adj: int, flag: int) -> None:
-        """Go to the one exit with st[PC] = pc; `adj` instructions of the
-        current block's budget were not retired.  The exit block's phis
-        take (pc, (adj << 2) - flag) from each leaving block, so a side exit
-        costs a branch and two constants."""
+        """Store st[PC] = pc and go to the one exit; `adj` instructions of the
+        current block's budget were not retired.  The exit block's phi takes
+        (adj << 2) - flag from each leaving block.  The store keeps each
+        leaving block a block of its own: with it folded into the phi,
+        LLVM materialized every exit's constants on the hot path."""
+        self.fn.emit(f"store i64 {pc}, ptr %stpc")
         self.exits.append((self.fn.block, pc, (adj << 2) - flag))
         self.fn.emit("br label %exit")
 
@@ -165,13 +167,11 @@ class RegionIR:
         body = fn.lines
         fn.lines = []
         fn.label("exit")
-        xpc = fn.v("phi i64 " + ", ".join(f"[ {pc}, %{b} ]" for b, pc, _ in self.exits))
         xk = fn.v("phi i64 " + ", ".join(f"[ {k}, %{b} ]" for b, _, k in self.exits))
         for r in sorted(self.written) if self.cache_regs else ():
             p = fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
             val = fn.v(f"load i64, ptr %r{r}")
             fn.emit(f"store i64 {val}, ptr {p}")
-        fn.emit(f"store i64 {xpc}, ptr %stpc")
         rem = fn.v("load i64, ptr %rem")
         done = fn.v(f"sub i64 %limit, {rem}")
         shifted = fn.v(f"shl i64 {done}, 2")
@@ -602,19 +602,20 @@ def amo_rmw(fn: _Fn, aop: int, word: bool, p: str, src: str) -> str:
 
 def tlb_check(fn: _Fn, addr: str, kind: int, size: int, ctx: str) -> tuple[str, str]:
     """(hit, slot) for an access of `size` bytes at guest addr through TLB
-    row `kind`, exactly as interp.py tests it: tag (vpn << TLB_CTX_BITS) | ctx,
-    and the access inside one page."""
+    row `kind`, as interp.py tests it: the entry of addr's page holds tag
+    (vpn << TLB_CTX_BITS) | ctx, and the access stays inside that page.
+    Both in one compare: the tag wanted is that of the access's *last*
+    byte, which differs from the entry's exactly when the access crosses
+    into the next page (QEMU's softmmu does the same with the page mask)."""
     vpn = fn.v(f"ashr i64 {addr}, 12")
     idx = fn.v(f"and i64 {vpn}, {S.TLB_SIZE - 1}")
     slot = fn.v(f"add i64 {idx}, {kind * TLB_ROW}")
-    shifted = fn.v(f"shl i64 {vpn}, {S.TLB_CTX_BITS}")
+    last = fn.v(f"add i64 {addr}, {size - 1}") if size > 1 else addr
+    shifted = fn.v(f"shl i64 {fn.v(f'ashr i64 {last}, 12')}, {S.TLB_CTX_BITS}")
     want = fn.v(f"or i64 {shifted}, {ctx}")
     tp = fn.v(f"getelementptr inbounds i64, ptr %tag, i64 {slot}")
     tag = fn.v(f"load i64, ptr {tp}")
-    hit = fn.v(f"icmp eq i64 {tag}, {want}")
-    pgoff = fn.v(f"and i64 {addr}, 4095")
-    fits = fn.v(f"icmp ule i64 {pgoff}, {4096 - size}")
-    return fn.v(f"and i1 {hit}, {fits}"), slot
+    return fn.v(f"icmp eq i64 {tag}, {want}"), slot
 
 
 def host_pointer(fn: _Fn, addr: str, slot: str) -> str:
