@@ -262,3 +262,17 @@ def op32(insn, a, b):
     if f7 == 1 and (f3 == 0 or f3 >= 4):
         return True, m_op32(f3, a, b)
     return False, 0
+
+
+@njit
+def alu_legal(insn):
+    """Whether an OP-IMM, OP-IMM-32, OP or OP-32 encoding executes (the
+    decoders' own test, for the translating tier to agree with)."""
+    opc = insn & 0x7F
+    if opc == 0x13:
+        return op_imm(insn, 0)[0]
+    if opc == 0x1B:
+        return op_imm32(insn, 0)[0]
+    if opc == 0x33:
+        return op(insn, 0, 1)[0]
+    return op32(insn, 0, 1)[0]

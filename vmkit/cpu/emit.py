@@ -27,7 +27,7 @@ Translations are published in jtab exactly like the optimizing tier's
 import numpy as np
 
 from vmkit.cpu import state as S
-from vmkit.cpu.alu import op, op32, op_imm, op_imm32
+from vmkit.cpu.alu import alu_legal
 from vmkit.cpu.codecache import CUR_CAPACITY, CUR_FULL, CUR_INSNS, CUR_RX, CUR_TRACES, CUR_USED
 from vmkit.cpu.codepages import chunk_bits, code_hash
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2
@@ -77,15 +77,7 @@ def _classify(bits, smap):
     opc = bits & 0x7F
     f3 = funct3(bits)
     if opc == 0x13 or opc == 0x1B or opc == 0x33 or opc == 0x3B:
-        if opc == 0x13:
-            ok = op_imm(bits, 0)[0]
-        elif opc == 0x1B:
-            ok = op_imm32(bits, 0)[0]
-        elif opc == 0x33:
-            ok = op(bits, 0, 1)[0]
-        else:
-            ok = op32(bits, 0, 1)[0]
-        if not ok:
+        if not alu_legal(bits):
             return -1, -1
         if rd(bits) == 0:
             return K_NOP, -1

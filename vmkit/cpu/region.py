@@ -14,7 +14,7 @@ about which encodings trap.
 
 from dataclasses import dataclass, field
 
-from vmkit.cpu.alu import op, op32, op_imm, op_imm32
+from vmkit.cpu.alu import alu_legal
 from vmkit.cpu.amo import amo_op_valid
 from vmkit.cpu.decode import funct3, imm_b, imm_j
 
@@ -70,14 +70,8 @@ def _legal(bits: int) -> bool:
     and the translator can emit it inline (or through a helper)."""
     opc = bits & 0x7F
     f3 = funct3(bits)
-    if opc == 0x13:
-        return op_imm(bits, 0)[0]
-    if opc == 0x1B:
-        return op_imm32(bits, 0)[0]
-    if opc == 0x33:
-        return op(bits, 0, 1)[0]
-    if opc == 0x3B:
-        return op32(bits, 0, 1)[0]
+    if opc in (0x13, 0x1B, 0x33, 0x3B):
+        return alu_legal(bits)
     if opc in (0x37, 0x17, 0x6F):
         return True
     if opc == 0x67:

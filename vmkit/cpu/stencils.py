@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from vmkit.cpu import state as S
-from vmkit.cpu.alu import op, op32, op_imm, op_imm32
+from vmkit.cpu.alu import alu_legal
 from vmkit.cpu.amo import amo_op_valid
 from vmkit.cpu.ir import (BRANCH_CMP, _Fn, alu_value, amo_rmw, host_pointer, load_value,
                           store_value, tlb_check)
@@ -386,14 +386,3 @@ def load_stencils() -> StencilSet:
         pass                    # read-only cache: built again next time (about 0.3 s)
     return st
 
-
-def alu_legal(bits: int) -> bool:
-    """The interpreter's own legality test for an ALU encoding (alu.py)."""
-    opc = bits & 0x7F
-    if opc == 0x13:
-        return op_imm(bits, 0)[0]
-    if opc == 0x1B:
-        return op_imm32(bits, 0)[0]
-    if opc == 0x33:
-        return op(bits, 0, 1)[0]
-    return op32(bits, 0, 1)[0]
