@@ -37,7 +37,7 @@ def test_code_cache_is_mapped_write_xor_execute():
 
 def _object(ir: str) -> bytes:
     from vmkit.cpu.backend import Backend
-    return Backend().compile(ir, 1)
+    return Backend().compile(ir)
 
 
 def test_code_cache_links_and_runs_an_object():

@@ -32,10 +32,11 @@ from vmkit.cpu.codecache import CUR_CAPACITY, CUR_FULL, CUR_INSNS, CUR_RX, CUR_T
 from vmkit.cpu.codepages import chunk_bits, code_hash
 from vmkit.cpu.decode import funct3, imm_b, imm_i, imm_j, imm_s, imm_u, rd, rs1, rs2
 from vmkit.cpu.jit import njit
-from vmkit.cpu.stencils import (H_CONT, H_IMM, H_K, H_N, H_PCOFF, H_RD, H_RS1, H_RS2, H_SITE, H_TAKEN,
+from vmkit.cpu.stencils import (H_CONT, H_IMM, H_K, H_PCOFF, H_RD, H_RS1, H_RS2, H_SITE, H_TAKEN,
                                 IMM_BIAS, PCOFF_BIAS, R_X86_64_16, R_X86_64_32, R_X86_64_32S,
                                 R_X86_64_64, R_X86_64_8, SH_ADDEND, SH_KIND, SH_OFF, SH_TYPE,
-                                SI_DROP, SI_HOLE0, SI_HOLES, SI_LEN, SI_START, amo_key, class_key)
+                                SH_COLUMNS, SI_COLUMNS, SI_DROP, SI_HOLE0, SI_HOLES, SI_LEN, SI_START,
+                                SMAP_SIZE, amo_key, class_key)
 
 MAX_TRACE = 64
 RET_LOOKUP = 1
@@ -67,8 +68,8 @@ def idle_tables():
     the same types (one compiled core), never used (threshold 0)."""
     from vmkit.cpu.codecache import CUR_SIZE
     return (np.zeros(16, np.uint8), np.zeros(CUR_SIZE, np.int64), np.zeros(16, np.uint8),
-            np.zeros((1, 5), np.int64), np.zeros((1, 4), np.int64), np.full(1 << 10, -1, np.int64),
-            *new_work_tables())
+            np.zeros((1, SI_COLUMNS), np.int64), np.zeros((1, SH_COLUMNS), np.int64),
+            np.full(SMAP_SIZE, -1, np.int64), *new_work_tables())
 
 
 @njit
@@ -133,6 +134,20 @@ def _fits(rtype, v):
 
 
 @njit
+def _field_bytes(rtype):
+    """Width of an absolute relocation's field; 0 for the PC-relative ones."""
+    if rtype == R_X86_64_64:
+        return 8
+    if rtype == R_X86_64_32 or rtype == R_X86_64_32S:
+        return 4
+    if rtype == R_X86_64_16:
+        return 2
+    if rtype == R_X86_64_8:
+        return 1
+    return 0
+
+
+@njit
 def _put(code, at, v, nbytes):
     for i in range(nbytes):
         code[at + i] = (v >> (8 * i)) & 0xFF
@@ -179,15 +194,12 @@ def _emit(code, pos, rx, sid, r_d, r_s1, r_s2, imm, pcoff, k, n, sbytes, sinfo, 
             sym = k
         elif kind == H_SITE:
             sym = target                  # the chaining jump's field (exec address)
-        else:
+        else:                             # H_N
             sym = n
         v = sym + addend
-        if rtype == R_X86_64_64 or rtype == R_X86_64_32 or rtype == R_X86_64_32S \
-                or rtype == R_X86_64_16 or rtype == R_X86_64_8:
-            nbytes = 8 if rtype == R_X86_64_64 else (4 if rtype == R_X86_64_32 or rtype == R_X86_64_32S
-                                                    else (2 if rtype == R_X86_64_16 else 1))
-        else:
-            v -= rx + field               # PC-relative
+        nbytes = _field_bytes(rtype)
+        if nbytes == 0:                   # PC-relative
+            v -= rx + field
             nbytes = 4
         if not _fits(rtype, v):
             return -1, nfix

@@ -97,9 +97,8 @@ def _i64(v: int) -> int:
 class RegionIR:
     """Builds the IR of a region; `text()` returns the module."""
 
-    def __init__(self, region: Region, name: str, fp_helper: int, cache_regs: bool):
+    def __init__(self, region: Region, name: str, fp_helper: int):
         self.region = region
-        self.cache_regs = cache_regs
         self.name = name
         self.fp_helper = fp_helper
         self.fn = _Fn()
@@ -113,20 +112,13 @@ class RegionIR:
         if r == 0:
             return "0"
         self.used.add(r)
-        if self.cache_regs:
-            return self.fn.v(f"load i64, ptr %r{r}")
-        p = self.fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
-        return self.fn.v(f"load i64, ptr {p}")
+        return self.fn.v(f"load i64, ptr %r{r}")
 
     def set(self, r: int, value: str) -> None:
         if r:
             self.used.add(r)
             self.written.add(r)
-            if self.cache_regs:
-                self.fn.emit(f"store i64 {value}, ptr %r{r}")
-            else:
-                p = self.fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
-                self.fn.emit(f"store i64 {value}, ptr {p}")
+            self.fn.emit(f"store i64 {value}, ptr %r{r}")
 
     def st_ptr(self, index: int) -> str:
         return self.fn.v(f"getelementptr inbounds i64, ptr %st, i64 {index}")
@@ -168,7 +160,7 @@ class RegionIR:
         fn.lines = []
         fn.label("exit")
         xk = fn.v("phi i64 " + ", ".join(f"[ {k}, %{b} ]" for b, _, k in self.exits))
-        for r in sorted(self.written) if self.cache_regs else ():
+        for r in sorted(self.written):
             p = fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
             val = fn.v(f"load i64, ptr %r{r}")
             fn.emit(f"store i64 {val}, ptr {p}")
@@ -181,10 +173,10 @@ class RegionIR:
         fn.lines = []
         fn.label("entry")
         fn.emit("%rem = alloca i64")
-        for r in sorted(self.used) if self.cache_regs else ():
+        for r in sorted(self.used):
             fn.emit(f"%r{r} = alloca i64")
         fn.emit("store i64 %limit, ptr %rem")
-        for r in sorted(self.used) if self.cache_regs else ():
+        for r in sorted(self.used):
             p = fn.v(f"getelementptr inbounds i64, ptr %x, i64 {r}")
             val = fn.v(f"load i64, ptr {p}")
             fn.emit(f"store i64 {val}, ptr %r{r}")
@@ -645,9 +637,7 @@ def store_value(fn: _Fn, p: str, f3: int, value: str) -> None:
     fn.emit(f"store {ty} {value}, ptr {p}, align 1")
 
 
-def region_ir(region: Region, name: str, fp_helper: int, cache_regs: bool = False) -> str:
-    """The LLVM module text for `region`, defining the function `name`.
-    With cache_regs, guest registers live in allocas for LLVM to promote
-    (the optimizing tier); otherwise every access goes to x[] (cheap to
-    compile: the baseline tier)."""
-    return RegionIR(region, name, fp_helper, cache_regs).text()
+def region_ir(region: Region, name: str, fp_helper: int) -> str:
+    """The LLVM module text for `region`, defining the function `name`;
+    guest registers live in allocas for LLVM to promote to host registers."""
+    return RegionIR(region, name, fp_helper).text()

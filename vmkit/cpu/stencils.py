@@ -68,8 +68,8 @@ RELOC_TYPES = (R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64
                R_X86_64_16, R_X86_64_8)
 
 # The stencil table's columns (sinfo) and the holes table's (sholes).
-SI_START, SI_LEN, SI_HOLE0, SI_HOLES, SI_DROP = range(5)
-SH_OFF, SH_TYPE, SH_KIND, SH_ADDEND = range(4)
+SI_START, SI_LEN, SI_HOLE0, SI_HOLES, SI_DROP, SI_COLUMNS = range(6)
+SH_OFF, SH_TYPE, SH_KIND, SH_ADDEND, SH_COLUMNS = range(5)
 
 # Instruction classes -> stencil ids (smap): opcode bits [6:2], funct3, and a
 # variant: funct7 0, 0x20 or 1 (OP, OP-32), bit 30 (OP-IMM shifts), else 0.
@@ -303,13 +303,14 @@ class StencilSet:
         return self.names.index(name)
 
 
-def build_stencils() -> StencilSet:
-    """Compile the stencils with LLVM -O2 and cut the object apart."""
+def build_stencils(ir: tuple | None = None) -> StencilSet:
+    """Compile the stencils (`stencil_ir()`'s result) with LLVM -O2 and cut
+    the object apart."""
     import llvmlite.binding as llvm
     from vmkit.cpu.codecache import SHF_ALLOC, CodeCacheError, elf_tables
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    text, names, keys = stencil_ir()
+    text, names, keys = ir or stencil_ir()
     target = llvm.Target.from_default_triple()
     tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
                                       features=llvm.get_host_cpu_features().flatten(),
@@ -330,7 +331,7 @@ def build_stencils() -> StencilSet:
     if others:
         raise JitError(f"the stencils need sections {others}: not supported")
     sbytes = bytearray()
-    sinfo = np.zeros((len(names), 5), np.int64)
+    sinfo = np.zeros((len(names), SI_COLUMNS), np.int64)
     holes = []
     for sid, name in enumerate(names):
         start, size = funcs[name]
@@ -356,13 +357,13 @@ def build_stencils() -> StencilSet:
     for key, sid in keys.items():
         smap[key] = sid
     return StencilSet(np.frombuffer(bytes(sbytes), np.uint8).copy(), sinfo,
-                      np.array(holes, np.int64).reshape(-1, 4), smap, names)
+                      np.array(holes, np.int64).reshape(-1, SH_COLUMNS), smap, names)
 
 
-def _cache_file() -> Path:
+def _cache_file(text: str) -> Path:
     from vmkit.cpu.jit import CACHE_DIR
     import llvmlite.binding as llvm
-    h = hashlib.sha256(stencil_ir()[0].encode())
+    h = hashlib.sha256(text.encode())
     h.update(llvm.get_host_cpu_name().encode())
     h.update(llvm.get_host_cpu_features().flatten().encode())
     return CACHE_DIR / f"stencils-{h.hexdigest()[:16]}.npz"
@@ -370,14 +371,15 @@ def _cache_file() -> Path:
 
 def load_stencils() -> StencilSet:
     """The stencil set, from the on-disk cache when it is there (else built and saved)."""
-    path = _cache_file()
-    names = stencil_ir()[1]
+    ir = stencil_ir()
+    path = _cache_file(ir[0])
+    names = ir[1]
     try:
         with np.load(path) as z:
             return StencilSet(z["sbytes"], z["sinfo"], z["sholes"], z["smap"], names)
     except (OSError, KeyError, ValueError):
         pass
-    st = build_stencils()
+    st = build_stencils(ir)
     try:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, sbytes=st.sbytes, sinfo=st.sinfo, sholes=st.sholes, smap=st.smap)

@@ -41,7 +41,7 @@ from vmkit.cpu import state as S
 from vmkit.cpu.backend import Backend, BackendError
 from vmkit.cpu.codecache import (CUR_FULL, CUR_INSNS, CUR_TRACES, CacheFull, CodeCache, CodeCacheError,
                                  LinkableObject, parse_object)
-from vmkit.cpu.emit import new_work_tables
+from vmkit.cpu.emit import new_work_tables, patch_jump
 from vmkit.cpu.stencils import SI_LEN, load_stencils
 from vmkit.cpu.codepages import code_hash, code_write_page
 from vmkit.cpu.ir import region_ir
@@ -71,7 +71,6 @@ class Job:
 @dataclass
 class JitStats:
     regions: int = 0           # translations installed
-    optimized: int = 0         # of which by the optimizing tier
     blocks: int = 0
     guest_insns: int = 0       # instructions covered by installed translations
     untranslatable: int = 0    # block starts whose first instruction needs the interpreter
@@ -215,8 +214,8 @@ class Translator:
         try:
             if self._backend is None:
                 self._backend = Backend()
-            ir = region_ir(job.region, job.name, self.fp_helper, cache_regs=job.tier == 2)
-            job.obj = parse_object(self._backend.compile(ir, job.tier), job.name)
+            ir = region_ir(job.region, job.name, self.fp_helper)
+            job.obj = parse_object(self._backend.compile(ir), job.name)
         except (BackendError, CodeCacheError) as e:
             job.error = str(e)
         job.seconds = time.perf_counter() - t0
@@ -263,7 +262,6 @@ class Translator:
         row[S.J_HOT_KEY] = job.roff
         row[S.J_HOT] = 0  # from now on: how often it is entered
         self.stats.regions += 1
-        self.stats.optimized += job.tier == 2
         self.stats.blocks += len(job.region.blocks)
         self.stats.guest_insns += job.region.insn_count
 
@@ -271,11 +269,8 @@ class Translator:
         """The baseline translation at exec address fn is superseded: make its
         entry jump to the exit emit.translate put just before it (a lookup of
         the same pc), so that chained jumps into it reach the new translation."""
-        stub = fn - self._exit_len
-        at = fn - self.cache.rx_base
-        self.cache.rw[at] = 0xE9                              # jmp rel32
-        self.cache.rw[at + 1:at + 5] = np.frombuffer((stub - (fn + 5)).to_bytes(4, "little", signed=True),
-                                                     np.uint8)
+        self.cache.rw[fn - self.cache.rx_base] = 0xE9          # jmp rel32 ...
+        patch_jump(self.cache.rw, self.cache.cursor, fn + 1, fn - self._exit_len)   # ... to the exit
 
     def _mark_code(self, page: int, chunks: int) -> None:
         """Make stores into these chunks of the page take the slow path."""
@@ -352,7 +347,7 @@ class Translator:
         """Host bytes the tier holds for this VM: tables plus code written."""
         return self.jtab.nbytes + self.pages.nbytes + self.jreq.nbytes + self.cache.used
 
-    def describe(self, instret: int, jit_insns: int, entries: int = 0) -> list[str]:
+    def describe(self, instret: int, jit_insns: int, entries: int) -> list[str]:
         s = self.stats
         share = 100.0 * jit_insns / instret if instret else 0.0
         cursor = self.cache.cursor
